@@ -1,0 +1,63 @@
+// Env: the narrow interface through which the engine's write path reaches
+// the operating system, so that tests can inject failed writes, failed
+// fsyncs and torn writes (see tests/fault_env.h).
+//
+// The production Env drives one io_uring per partition writer. Reads and
+// recovery use plain pread(2); corruption on those paths is tested by
+// damaging the files themselves.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "annal/status.h"
+
+namespace annal {
+
+// The result of one SubmitWriteSync: 0 when both the write and the
+// fdatasync completed, otherwise a negative errno (a short write is -EIO).
+struct IoCompletion {
+  uint64_t tag = 0;
+  int32_t result = 0;
+};
+
+// The asynchronous I/O of one partition writer.
+//
+// Thread-safety: owned by the writer thread. Only Wake() may be called from
+// other threads.
+class LogWriterIo {
+ public:
+  virtual ~LogWriterIo() = default;
+
+  // Queues a write of data[0, len) at `offset` of `fd`, then an fdatasync of
+  // `fd` ordered after it. One completion with `tag` reports both.
+  // REQUIRES: data stays valid and unchanged until the completion is reaped.
+  virtual Status SubmitWriteSync(int fd, const void* data, size_t len, uint64_t offset,
+                                 uint64_t tag) = 0;
+
+  // Appends finished completions to `out`. With `block`, first waits until
+  // at least one completion arrives or Wake() is called.
+  virtual Status Reap(std::vector<IoCompletion>* out, bool block) = 0;
+
+  // Interrupts a blocked Reap. Safe from any thread.
+  virtual void Wake() = 0;
+};
+
+class Env {
+ public:
+  virtual ~Env() = default;
+
+  // The io_uring Env. Lives for the whole process.
+  static Env* Default();
+
+  // Checks that the kernel lets this process use io_uring, and says what to
+  // do when it does not.
+  virtual Status Probe() = 0;
+
+  virtual Result<std::unique_ptr<LogWriterIo>> NewLogWriterIo() = 0;
+};
+
+}  // namespace annal

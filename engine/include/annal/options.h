@@ -1,0 +1,49 @@
+// Options for opening a store. Defaults suit a server on a local SSD.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "annal/limits.h"
+
+namespace annal {
+
+class Env;
+
+struct Options {
+  // Create the directory and an empty store when none exists.
+  bool create_if_missing = true;
+
+  // Number of partitions (each with one writer thread, one io_uring and its
+  // own segment files). Fixed when the store is created: recorded in the
+  // manifest, and this field is ignored when opening an existing store.
+  uint32_t partitions = 4;
+
+  // Size of each preallocated segment file. Fixed at creation, like partitions.
+  uint64_t segment_size_bytes = limits::kDefaultSegmentBytes;
+
+  // Largest batch one partition writes and fsyncs at once. One append must
+  // fit in one batch, so this also bounds an append's total size.
+  size_t max_batch_bytes = limits::kDefaultMaxBatchBytes;
+
+  // Largest payload of one event.
+  size_t max_payload_bytes = limits::kDefaultMaxPayloadBytes;
+
+  // An index checkpoint of a partition is written once this many log bytes
+  // were appended to it since the last one...
+  uint64_t checkpoint_interval_bytes = 64ull * 1024 * 1024;
+  // ...or once this much time passed with at least one append.
+  uint64_t checkpoint_interval_ms = 60'000;
+
+  // Where the write path reaches the OS; nullptr means Env::Default().
+  // Not owned; must outlive the store.
+  Env* env = nullptr;
+
+  // Receives one line for each notable event (open, recovery decisions,
+  // fail-stop). Defaults to stderr. Called from engine threads.
+  std::function<void(const std::string&)> log;
+};
+
+}  // namespace annal

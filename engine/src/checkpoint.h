@@ -1,0 +1,65 @@
+// Index checkpoints: a partition's stream index and segment summaries as of
+// a point in its log, so that opening the store replays only the log after
+// that point. One file per partition (format::CheckpointFileName()),
+// replaced atomically; a checkpoint that fails its checksum is ignored and
+// the whole log is replayed instead (checkpoints are an optimisation).
+//
+//   checkpoint := magic[8] version:u32 partition:u32
+//                 tail_segment:u32 tail_offset:u32 last_position:u64
+//                 last_recorded_at_ns:i64 segment_count:u32 stream_count:u64
+//                 segment{segment_count} stream{stream_count} checksum:u64
+//   segment    := id:u32 end_offset:u32 first_position:u64 last_position:u64
+//                 sample_count:u32 (position:u64 offset:u32){sample_count}
+//   stream     := name_len:u8 name head_version:u64 head_location:u64
+//                 head_event_id[16] first_recorded_at_ns:i64
+//                 last_recorded_at_ns:i64 anchor_stride:u32 anchor_count:u8
+//                 (version:u64 location:u64){anchor_count}
+//   checksum   := XXH3-64 of every byte before it
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "annal/status.h"
+#include "stream_index.h"
+
+namespace annal {
+
+// One sample of a segment's sparse position index: a batch starting at
+// `offset` whose first event has `position`.
+struct PositionSample {
+  uint64_t position = 0;
+  uint32_t offset = 0;
+};
+
+// What the partition keeps in memory about one segment.
+struct SegmentSummary {
+  uint32_t id = 0;
+  uint32_t end_offset = 0;       // end of durable data
+  uint64_t first_position = 0;   // 0 while the segment holds no batch
+  uint64_t last_position = 0;
+  std::vector<PositionSample> samples;  // ascending; at most one per stride of bytes
+
+  // Records a durable batch at `offset` of `length` bytes.
+  void NoteBatch(uint32_t offset, uint32_t length, uint64_t first, uint32_t count);
+};
+
+struct CheckpointHeader {
+  uint32_t partition = 0;
+  uint32_t tail_segment = 0;
+  uint32_t tail_offset = 0;
+  uint64_t last_position = 0;
+  int64_t last_recorded_at_ns = 0;
+};
+
+std::string EncodeCheckpoint(const CheckpointHeader& header,
+                             const std::vector<const SegmentSummary*>& segments,
+                             const StreamMap& streams);
+
+// Parses and verifies a checkpoint. kCorruption names `file`.
+Status DecodeCheckpoint(std::string_view data, const std::string& file, CheckpointHeader* header,
+                        std::vector<SegmentSummary>* segments, StreamMap* streams);
+
+}  // namespace annal

@@ -1,0 +1,145 @@
+#include "fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "annal/assert.h"
+
+namespace annal::fs {
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string Join(const std::string& dir, const std::string& name) {
+  if (dir.empty() || dir.back() == '/') return dir + name;
+  return dir + "/" + name;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+Status CreateDir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) return Status::Ok();
+  return Status::FromErrno(errno, "mkdir " + path);
+}
+
+Result<std::vector<std::string>> ListDir(const std::string& path) {
+  DIR* d = ::opendir(path.c_str());
+  if (!d) return Status::FromErrno(errno, "opendir " + path);
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+  }
+  ::closedir(d);
+  return names;
+}
+
+Result<Fd> Open(const std::string& path, int flags, int mode) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  return Fd(fd);
+}
+
+Result<uint64_t> FileSize(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, "fstat " + path);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Status PreadExact(int fd, void* buf, size_t len, uint64_t offset, const std::string& path) {
+  auto* p = static_cast<uint8_t*>(buf);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(fd, p + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "read " + path + " at offset " + std::to_string(offset));
+    }
+    if (n == 0)
+      return Status::Corruption(path + " at offset " + std::to_string(offset + done) +
+                                ": file ends before the data it should hold");
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status PwriteAll(int fd, const void* buf, size_t len, uint64_t offset, const std::string& path) {
+  auto* p = static_cast<const uint8_t*>(buf);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pwrite(fd, p + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "write " + path + " at offset " + std::to_string(offset));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status Fdatasync(int fd, const std::string& path) {
+  if (::fdatasync(fd) != 0) return Status::FromErrno(errno, "fdatasync " + path);
+  return Status::Ok();
+}
+
+Status SyncDir(const std::string& dir) {
+  ANNAL_ASSIGN_OR_RETURN(Fd fd, Open(dir, O_RDONLY | O_DIRECTORY));
+  if (::fsync(fd.get()) != 0) return Status::FromErrno(errno, "fsync directory " + dir);
+  return Status::Ok();
+}
+
+Status WriteFileAtomically(const std::string& dir, const std::string& name,
+                           const std::string& data) {
+  std::string tmp = Join(dir, name + ".tmp"), final_path = Join(dir, name);
+  {
+    ANNAL_ASSIGN_OR_RETURN(Fd fd, Open(tmp, O_WRONLY | O_CREAT | O_TRUNC));
+    ANNAL_RETURN_IF_ERROR(PwriteAll(fd.get(), data.data(), data.size(), 0, tmp));
+    if (::fsync(fd.get()) != 0) return Status::FromErrno(errno, "fsync " + tmp);
+  }
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0)
+    return Status::FromErrno(errno, "rename " + tmp + " to " + final_path);
+  return SyncDir(dir);
+}
+
+Result<std::string> ReadWholeFile(const std::string& path) {
+  ANNAL_ASSIGN_OR_RETURN(Fd fd, Open(path, O_RDONLY));
+  ANNAL_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
+  std::string data(size, '\0');
+  ANNAL_RETURN_IF_ERROR(PreadExact(fd.get(), data.data(), size, 0, path));
+  return data;
+}
+
+Status ZeroTail(int fd, uint64_t offset, uint64_t file_size, const std::string& path) {
+  if (offset >= file_size) return Status::Ok();
+  off_t len = static_cast<off_t>(file_size - offset);
+  if (::fallocate(fd, FALLOC_FL_ZERO_RANGE, static_cast<off_t>(offset), len) != 0) {
+    // Some filesystems lack ZERO_RANGE: write zeros instead.
+    std::vector<uint8_t> zeros(1 << 20, 0);
+    for (uint64_t at = offset; at < file_size;) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), file_size - at));
+      ANNAL_RETURN_IF_ERROR(PwriteAll(fd, zeros.data(), n, at, path));
+      at += n;
+    }
+  }
+  return Fdatasync(fd, path);
+}
+
+}  // namespace annal::fs

@@ -1,0 +1,56 @@
+// Thin, checked wrappers over the POSIX file calls the engine uses outside
+// the writer's io_uring: opening, positional reads, atomic file replacement,
+// directory syncs. Every error names the path.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "annal/status.h"
+
+namespace annal::fs {
+
+// An owned file descriptor; closes on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+std::string Join(const std::string& dir, const std::string& name);
+bool Exists(const std::string& path);
+Status CreateDir(const std::string& path);  // ok when it already exists
+Result<std::vector<std::string>> ListDir(const std::string& path);
+Result<Fd> Open(const std::string& path, int flags, int mode = 0644);
+Result<uint64_t> FileSize(int fd, const std::string& path);
+
+// Reads exactly len bytes at offset; a short read is kCorruption (the file
+// is shorter than its structure claims).
+Status PreadExact(int fd, void* buf, size_t len, uint64_t offset, const std::string& path);
+Status PwriteAll(int fd, const void* buf, size_t len, uint64_t offset, const std::string& path);
+Status Fdatasync(int fd, const std::string& path);
+Status SyncDir(const std::string& dir);
+
+// Replaces dir/name with `data` so that a crash leaves the old or the new
+// content, never a mix: write dir/name.tmp, fsync, rename, fsync dir.
+Status WriteFileAtomically(const std::string& dir, const std::string& name,
+                           const std::string& data);
+Result<std::string> ReadWholeFile(const std::string& path);
+
+// Makes [offset, end of file) read as zeros and syncs it, so that bytes
+// after a dropped torn batch can never be mistaken for data later.
+Status ZeroTail(int fd, uint64_t offset, uint64_t file_size, const std::string& path);
+
+}  // namespace annal::fs

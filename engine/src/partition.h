@@ -1,0 +1,203 @@
+// Partition: one directory of segment files, one writer thread with its own
+// io_uring, and the stream index of the streams that hash to it.
+//
+// Concurrency contract
+// - The writer thread owns: the io_uring (LogWriterIo), the batch buffers,
+//   the pending heads of streams with appends in flight, the active segment
+//   and the write offset. Nothing else touches them.
+// - `mu_` (a shared_mutex) guards the durable state that readers see: the
+//   stream index, the segment list and summaries, last position and time.
+//   Only the writer takes it exclusively, once per durable batch, to publish
+//   it. Readers take it shared for a lookup, then read files without it:
+//   bytes below a segment's published end_offset never change.
+// - `queue_mu_` guards the append queue, the stopping flag and the fail-stop
+//   status. Appenders hold it only to push.
+//
+// Write path (group commit): appenders queue AppendOps. When no batch is in
+// flight the writer takes everything queued, checks expected versions
+// against the pending heads (so appends still in flight count), encodes the
+// admitted appends into one batch buffer, reserves global positions, and
+// submits write + fdatasync as one linked pair. While that runs, new appends
+// queue up and form the next batch. On completion it publishes the batch to
+// the index, advances the sequencer's durable watermark and runs callbacks.
+// A failed write or fdatasync fail-stops the partition: every pending and
+// later append fails; nothing after the failure is acknowledged.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "annal/env.h"
+#include "annal/store.h"
+#include "checkpoint.h"
+#include "segment.h"
+#include "sequencer.h"
+#include "stream_index.h"
+
+namespace annal {
+
+struct PartitionConfig {
+  uint32_t id = 0;
+  uint32_t partitions = 0;
+  std::string dir;
+  uint64_t segment_bytes = 0;
+  size_t max_batch_bytes = 0;
+  Env* env = nullptr;
+  std::function<void(const std::string&)> log;
+};
+
+// One queued append. The store validates names and sizes before queueing.
+struct AppendOp {
+  std::string stream;
+  ExpectedVersion expected = ExpectedVersion::Any();
+  std::vector<EventData> events;
+  AppendCallback done;
+  size_t encoded_bytes = 0;  // sum of the events' record sizes
+  // Set by the writer when admitted to a batch.
+  uint64_t first_version = 0;
+  uint32_t first_record = 0;
+};
+
+class Partition {
+ public:
+  explicit Partition(PartitionConfig config);
+  ~Partition();
+  Partition(const Partition&) = delete;
+  Partition& operator=(const Partition&) = delete;
+
+  // Builds the index from the checkpoint and the log after it. Called once,
+  // before StartWriter.
+  Status Recover();
+  uint64_t last_position() const;
+  int64_t last_recorded_at_ns() const;
+
+  Status StartWriter(Sequencer* sequencer);
+  // Queues an append, or completes it at once with the reason it cannot be.
+  void Enqueue(std::unique_ptr<AppendOp> op);
+  // Stops accepting, finishes what was queued, joins the writer.
+  void StopWriter();
+
+  Result<std::vector<RecordedEvent>> ReadStream(std::string_view stream, uint64_t from,
+                                                ReadDirection direction, size_t max_count);
+  Result<StreamInfo> Info(std::string_view stream);
+
+  // Iterates this partition's events with positions in [from, until], in order.
+  class Cursor {
+   public:
+    Cursor(Partition* p, uint64_t from, uint64_t until) : p_(p), from_(from), until_(until) {}
+    // The next event, or nullptr at the end. Valid until the next call.
+    Result<const RecordedEvent*> Peek();
+    void Pop() { ++next_; }
+
+   private:
+    Status LoadNextBatch();
+    Partition* p_;
+    uint64_t from_, until_;
+    bool started_ = false, done_ = false;
+    std::shared_ptr<SegmentFile> seg_;
+    uint64_t offset_ = 0, end_offset_ = 0;
+    std::vector<RecordedEvent> events_;
+    size_t next_ = 0;
+    std::vector<uint8_t> buf_;
+  };
+
+  Status WriteCheckpoint();
+  uint64_t bytes_since_checkpoint() const { return bytes_since_checkpoint_.load(); }
+  uint32_t id() const { return config_.id; }
+
+ private:
+  struct SegmentSlot {
+    std::shared_ptr<SegmentFile> file;
+    SegmentSummary summary;
+  };
+  struct Batch {
+    std::vector<uint8_t> bytes;
+    std::vector<uint32_t> record_offsets;
+    std::vector<std::unique_ptr<AppendOp>> ops;
+    std::shared_ptr<SegmentFile> segment;
+    uint32_t file_offset = 0;
+    uint64_t first_position = 0;
+    int64_t recorded_at_ns = 0;
+    void Reset();
+  };
+  struct Head {
+    bool exists = false;
+    uint64_t version = 0;
+    uint64_t location = 0;
+    EventId last_id{};
+  };
+  struct PendingHead {
+    Head head;
+    uint32_t ops = 0;
+  };
+
+  // Recovery.
+  Status OpenSegments(std::vector<uint32_t> ids);
+  bool LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset);
+  Status ScanFrom(uint32_t start_slot, uint32_t start_offset);
+  Status ApplyRecovered(SegmentSlot& slot, uint64_t offset, const std::vector<uint8_t>& batch,
+                        const format::BatchHeader& header);
+  bool LaterSegmentsEmpty(size_t slot);
+
+  // Writer thread.
+  void WriterLoop();
+  bool TakeQueued();
+  void FillGathering();
+  bool Admit(std::unique_ptr<AppendOp>& op);
+  Head CurrentHead(const std::string& stream) const;
+  std::optional<Result<AppendResult>> CheckRetry(const AppendOp& op, const Head& head);
+  void Encode(AppendOp& op, const Head& head);
+  Status Roll();
+  void Submit();
+  void Complete(const IoCompletion& c);
+  void Publish(const Batch& b);
+  void FailStop(const Status& why);
+  Status FailedStatus();
+
+  // Reads.
+  std::shared_ptr<SegmentFile> SegmentById(uint32_t id) const;  // takes mu_ shared
+  Status ReadRecordAt(uint64_t location, bool verify, std::vector<uint8_t>* buf,
+                      format::RecordView* r) const;
+  void Log(const std::string& line) const;
+
+  const PartitionConfig config_;
+  Sequencer* sequencer_ = nullptr;
+
+  mutable std::shared_mutex mu_;
+  StreamMap streams_;                  // guarded by mu_
+  std::vector<SegmentSlot> segments_;  // guarded by mu_; ids ascending, contiguous
+  uint64_t last_position_ = 0;         // guarded by mu_
+  int64_t last_recorded_at_ns_ = 0;    // guarded by mu_
+
+  std::mutex queue_mu_;
+  std::vector<std::unique_ptr<AppendOp>> queue_;  // guarded by queue_mu_
+  bool stopping_ = false;                         // guarded by queue_mu_
+  Status failed_;                                 // guarded by queue_mu_
+  std::atomic<bool> sleeping_{false};
+
+  // Writer-thread state.
+  std::unique_ptr<LogWriterIo> io_;
+  std::thread writer_;
+  std::shared_ptr<SegmentFile> active_;
+  uint64_t write_offset_ = 0;
+  Batch inflight_, gathering_;
+  uint64_t next_tag_ = 1;
+  std::deque<std::unique_ptr<AppendOp>> backlog_;
+  std::unordered_map<std::string, PendingHead> pending_;
+  bool writer_failed_ = false;
+
+  std::mutex checkpoint_mu_;
+  std::atomic<uint64_t> bytes_since_checkpoint_{0};
+};
+
+}  // namespace annal

@@ -1,0 +1,102 @@
+#include "segment.h"
+
+#include <fcntl.h>
+
+#include <cerrno>
+
+#include "annal/assert.h"
+
+namespace annal {
+
+Status CorruptionAt(const SegmentFile& seg, uint64_t offset, const std::string& why) {
+  return Status::Corruption(seg.path + " at offset " + std::to_string(offset) + ": " + why);
+}
+
+Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
+                                                   const format::SegmentHeader& header) {
+  auto seg = std::make_shared<SegmentFile>();
+  seg->id = header.segment_id;
+  seg->path = fs::Join(dir, format::SegmentFileName(header.segment_id));
+  seg->size_bytes = header.segment_bytes;
+  ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::Open(seg->path, O_RDWR | O_CREAT | O_TRUNC));
+  if (::fallocate(seg->fd.get(), 0, 0, static_cast<off_t>(header.segment_bytes)) != 0)
+    return Status::FromErrno(errno, "fallocate " + seg->path);
+  uint8_t buf[format::kSegmentHeaderBytes];
+  format::EncodeSegmentHeader(header, buf);
+  ANNAL_RETURN_IF_ERROR(fs::PwriteAll(seg->fd.get(), buf, sizeof buf, 0, seg->path));
+  if (::fsync(seg->fd.get()) != 0) return Status::FromErrno(errno, "fsync " + seg->path);
+  ANNAL_RETURN_IF_ERROR(fs::SyncDir(dir));
+  return seg;
+}
+
+Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_t segment_id,
+                                                 uint32_t partition, uint64_t segment_bytes) {
+  auto seg = std::make_shared<SegmentFile>();
+  seg->id = segment_id;
+  seg->path = fs::Join(dir, format::SegmentFileName(segment_id));
+  ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::Open(seg->path, O_RDWR));
+  ANNAL_ASSIGN_OR_RETURN(seg->size_bytes, fs::FileSize(seg->fd.get(), seg->path));
+  if (seg->size_bytes < format::kSegmentHeaderBytes)
+    return Status::Corruption(seg->path + ": shorter than a segment header");
+  uint8_t buf[format::kSegmentHeaderBytes];
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg->fd.get(), buf, sizeof buf, 0, seg->path));
+  format::SegmentHeader h;
+  ANNAL_RETURN_IF_ERROR(format::DecodeSegmentHeader(buf, seg->path, &h));
+  if (h.segment_id != segment_id || h.partition != partition)
+    return Status::Corruption(seg->path + ": header names partition " +
+                              std::to_string(h.partition) + " segment " +
+                              std::to_string(h.segment_id) + ", not where the file lies");
+  if (h.segment_bytes != segment_bytes || seg->size_bytes < segment_bytes)
+    return Status::Corruption(seg->path + ": segment size differs from the store's manifest");
+  return seg;
+}
+
+static bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i]) return false;
+  return true;
+}
+
+Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset,
+                                std::vector<uint8_t>* buf, format::BatchHeader* header) {
+  using format::kBatchHeaderBytes;
+  if (offset + kBatchHeaderBytes > seg.size_bytes) return BatchCheck{BatchCheck::kEnd, ""};
+  uint8_t hb[kBatchHeaderBytes];
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg.fd.get(), hb, sizeof hb, offset, seg.path));
+  if (AllZero(hb, sizeof hb)) return BatchCheck{BatchCheck::kEnd, ""};
+  Status s = format::DecodeBatchHeader(hb, header);
+  if (!s.ok()) {
+    // A write persists from its start; a header cut short has a zero checksum.
+    bool torn = format::Get64(hb + format::kBatchHeaderChecksumOffset) == 0;
+    return BatchCheck{torn ? BatchCheck::kTorn : BatchCheck::kCorrupt, s.message()};
+  }
+  if (offset + header->length > seg.size_bytes)
+    return BatchCheck{BatchCheck::kCorrupt, "batch runs past the end of the segment"};
+  buf->resize(header->length);
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg.fd.get(), buf->data(), header->length, offset, seg.path));
+  uint64_t stored = format::Get64(buf->data() + header->length - format::kBatchTrailerBytes);
+  if (stored == format::BatchChecksum(buf->data(), header->length))
+    return BatchCheck{BatchCheck::kValid, ""};
+  if (stored == 0) return BatchCheck{BatchCheck::kTorn, "batch trailer was never written"};
+  return BatchCheck{BatchCheck::kCorrupt, "batch checksum mismatch"};
+}
+
+Status ForEachRecord(const SegmentFile& seg, uint64_t batch_offset, const uint8_t* batch,
+                     const format::BatchHeader& header,
+                     const std::function<Status(const format::RecordView&, uint32_t)>& fn) {
+  size_t at = format::kBatchHeaderBytes;
+  size_t end = header.length - format::kBatchTrailerBytes;
+  for (uint32_t i = 0; i < header.count; ++i) {
+    format::RecordView r;
+    Status s = format::DecodeRecord(batch + at, end - at, &r);
+    if (!s.ok()) return CorruptionAt(seg, batch_offset + at, s.message());
+    if (r.position != header.first_position + i)
+      return CorruptionAt(seg, batch_offset + at, "record position out of sequence");
+    ANNAL_RETURN_IF_ERROR(fn(r, static_cast<uint32_t>(at)));
+    at += r.length;
+  }
+  if (at != end) return CorruptionAt(seg, batch_offset + at, "batch has bytes after its records");
+  return Status::Ok();
+}
+
+}  // namespace annal

@@ -1,0 +1,63 @@
+// Segment files: creation, validation and batch-level reading. Segment file
+// names are made and parsed in format.cc only.
+//
+// A partition appends batches to its highest segment. A segment is
+// preallocated to its full size and zero-filled, so the end of its data is
+// the first all-zero batch header.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "annal/status.h"
+#include "format.h"
+#include "fs.h"
+
+namespace annal {
+
+struct SegmentFile {
+  uint32_t id = 0;
+  std::string path;
+  fs::Fd fd;
+  uint64_t size_bytes = 0;
+};
+
+// Creates, preallocates and fsyncs a segment file with its header, then
+// fsyncs the directory, so that after it returns the file survives a crash.
+Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
+                                                   const format::SegmentHeader& header);
+// Opens a segment for reading and writing and validates its header.
+Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_t segment_id,
+                                                 uint32_t partition, uint64_t segment_bytes);
+
+// What lies at one offset of a segment.
+struct BatchCheck {
+  enum Kind {
+    kValid,    // a whole batch whose checksums hold
+    kEnd,      // an all-zero header: no more data in this segment
+    kTorn,     // fails validation, and its last checksum field was never written
+    kCorrupt,  // fails validation although it was written whole
+  };
+  Kind kind = kValid;
+  std::string why;
+};
+
+// Reads the batch at `offset` into `buf` (resized to the batch) and
+// classifies it. I/O errors come back as a non-ok Status.
+Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset,
+                                std::vector<uint8_t>* buf, format::BatchHeader* header);
+
+// Calls `fn` for each record of a verified batch with its offset inside the
+// batch; checks record checksums and that positions run first_position + i.
+// Errors name the file and the record's file offset.
+Status ForEachRecord(const SegmentFile& seg, uint64_t batch_offset, const uint8_t* batch,
+                     const format::BatchHeader& header,
+                     const std::function<Status(const format::RecordView&, uint32_t)>& fn);
+
+// A Corruption status naming file and offset.
+Status CorruptionAt(const SegmentFile& seg, uint64_t offset, const std::string& why);
+
+}  // namespace annal

@@ -1,0 +1,101 @@
+// Small shared pieces: Status names, event ids, assertion failure.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+
+#include "annal/assert.h"
+#include "annal/status.h"
+#include "annal/types.h"
+
+namespace annal {
+
+const char* StatusCodeName(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return "ok";
+    case StatusCode::kInvalidArgument: return "invalid argument";
+    case StatusCode::kTooLarge: return "too large";
+    case StatusCode::kWrongExpectedVersion: return "wrong expected version";
+    case StatusCode::kNotFound: return "not found";
+    case StatusCode::kCorruption: return "corruption";
+    case StatusCode::kIoError: return "I/O error";
+    case StatusCode::kFailStopped: return "fail-stopped";
+    case StatusCode::kUnavailable: return "unavailable";
+    case StatusCode::kAlreadyExists: return "already exists";
+  }
+  return "unknown";
+}
+
+Status Status::FromErrno(int err, const std::string& what) {
+  return IoError(what + ": " + std::strerror(err));
+}
+
+std::string Status::ToString() const {
+  if (ok()) return "ok";
+  return std::string(StatusCodeName(code_)) + ": " + message_;
+}
+
+bool IsNilEventId(const EventId& id) {
+  for (uint8_t b : id)
+    if (b != 0) return false;
+  return true;
+}
+
+// A UUIDv7: 48 bits of Unix milliseconds, then random bits, so generated ids
+// sort roughly by creation time.
+EventId GenerateEventId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  EventId id;
+  uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  uint64_t r1 = rng(), r2 = rng();
+  for (int i = 0; i < 6; ++i) id[i] = static_cast<uint8_t>(ms >> (40 - 8 * i));
+  std::memcpy(&id[6], &r1, 2);
+  std::memcpy(&id[8], &r2, 8);
+  id[6] = static_cast<uint8_t>((id[6] & 0x0f) | 0x70);  // version 7
+  id[8] = static_cast<uint8_t>((id[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  return id;
+}
+
+std::string EventIdToString(const EventId& id) {
+  static const char* kHex = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < id.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s.push_back('-');
+    s.push_back(kHex[id[i] >> 4]);
+    s.push_back(kHex[id[i] & 15]);
+  }
+  return s;
+}
+
+std::string ExpectedVersion::ToString() const {
+  switch (kind_) {
+    case Kind::kAny: return "any";
+    case Kind::kNoStream: return "no-stream";
+    case Kind::kStreamExists: return "stream-exists";
+    case Kind::kExact: return std::to_string(version_);
+  }
+  return "?";
+}
+
+std::string_view StreamCategory(std::string_view stream) {
+  size_t dash = stream.find('-');
+  return dash == std::string_view::npos ? stream : stream.substr(0, dash);
+}
+
+namespace detail {
+void AssertFailed(const char* file, int line, const char* expr, const char* msg) {
+  std::fprintf(stderr, "annal: assertion failed at %s:%d: %s%s%s\n", file, line, expr,
+               msg ? " — " : "", msg ? msg : "");
+  std::fflush(stderr);
+  std::abort();
+}
+}  // namespace detail
+
+}  // namespace annal

@@ -121,6 +121,16 @@ bool Partition::LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset) {
   return true;
 }
 
+// A segment that is written to again must have its full preallocated size.
+static Status RestoreCapacity(SegmentFile& seg) {
+  if (seg.size_bytes >= seg.capacity_bytes) return Status::Ok();
+  if (::fallocate(seg.fd.get(), 0, 0, static_cast<off_t>(seg.capacity_bytes)) != 0)
+    return Status::FromErrno(errno, "fallocate " + seg.path);
+  ANNAL_RETURN_IF_ERROR(fs::Fdatasync(seg.fd.get(), seg.path));
+  seg.size_bytes = seg.capacity_bytes;
+  return Status::Ok();
+}
+
 bool Partition::LaterSegmentsEmpty(size_t slot) {
   std::vector<uint8_t> buf;
   for (size_t i = slot + 1; i < segments_.size(); ++i) {
@@ -166,6 +176,8 @@ Status Partition::ScanFrom(uint32_t start_slot, uint32_t start_offset) {
   SegmentSlot& tail = segments_[last_data_slot];
   ANNAL_RETURN_IF_ERROR(
       fs::ZeroTail(tail.file->fd.get(), tail.summary.end_offset, tail.file->size_bytes, tail.file->path));
+  for (size_t i = last_data_slot; i < segments_.size(); ++i)
+    ANNAL_RETURN_IF_ERROR(RestoreCapacity(*segments_[i].file));
   // Empty segments after the last one with data would leave a hole in the
   // index; drop all but one of them.
   while (segments_.size() > last_data_slot + 2) {
@@ -344,7 +356,7 @@ bool Partition::Admit(std::unique_ptr<AppendOp>& op) {
   }
   size_t need = op->encoded_bytes;
   if (gathering_.ops.empty()) {
-    if (write_offset_ + kBatchHeaderBytes + need + kBatchTrailerBytes > active_->size_bytes) {
+    if (write_offset_ + kBatchHeaderBytes + need + kBatchTrailerBytes > active_->capacity_bytes) {
       Status r = Roll();
       if (!r.ok()) {
         FailStop(r);
@@ -357,7 +369,7 @@ bool Partition::Admit(std::unique_ptr<AppendOp>& op) {
     gathering_.bytes.resize(kBatchHeaderBytes);
   } else {
     size_t after = gathering_.bytes.size() + need + kBatchTrailerBytes;
-    if (after > config_.max_batch_bytes || gathering_.file_offset + after > active_->size_bytes)
+    if (after > config_.max_batch_bytes || gathering_.file_offset + after > active_->capacity_bytes)
       return false;
   }
   Encode(*op, head);

@@ -17,7 +17,7 @@ Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
   auto seg = std::make_shared<SegmentFile>();
   seg->id = header.segment_id;
   seg->path = fs::Join(dir, format::SegmentFileName(header.segment_id));
-  seg->size_bytes = header.segment_bytes;
+  seg->size_bytes = seg->capacity_bytes = header.segment_bytes;
   ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::Open(seg->path, O_RDWR | O_CREAT | O_TRUNC));
   if (::fallocate(seg->fd.get(), 0, 0, static_cast<off_t>(header.segment_bytes)) != 0)
     return Status::FromErrno(errno, "fallocate " + seg->path);
@@ -46,8 +46,11 @@ Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_
     return Status::Corruption(seg->path + ": header names partition " +
                               std::to_string(h.partition) + " segment " +
                               std::to_string(h.segment_id) + ", not where the file lies");
-  if (h.segment_bytes != segment_bytes || seg->size_bytes < segment_bytes)
+  if (h.segment_bytes != segment_bytes || seg->size_bytes > segment_bytes)
     return Status::Corruption(seg->path + ": segment size differs from the store's manifest");
+  // A file shorter than its capacity was cut (by a tool or a filesystem
+  // losing its tail); recovery reads what is there and extends it again.
+  seg->capacity_bytes = segment_bytes;
   return seg;
 }
 
@@ -70,8 +73,13 @@ Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset,
     bool torn = format::Get64(hb + format::kBatchHeaderChecksumOffset) == 0;
     return BatchCheck{torn ? BatchCheck::kTorn : BatchCheck::kCorrupt, s.message()};
   }
-  if (offset + header->length > seg.size_bytes)
-    return BatchCheck{BatchCheck::kCorrupt, "batch runs past the end of the segment"};
+  if (offset + header->length > seg.size_bytes) {
+    // In a cut file the batch's end was never written; in a whole one the
+    // length itself is wrong.
+    bool cut = seg.size_bytes < seg.capacity_bytes;
+    return BatchCheck{cut ? BatchCheck::kTorn : BatchCheck::kCorrupt,
+                      "batch runs past the end of the file"};
+  }
   buf->resize(header->length);
   ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg.fd.get(), buf->data(), header->length, offset, seg.path));
   uint64_t stored = format::Get64(buf->data() + header->length - format::kBatchTrailerBytes);

@@ -22,7 +22,8 @@ struct SegmentFile {
   uint32_t id = 0;
   std::string path;
   fs::Fd fd;
-  uint64_t size_bytes = 0;
+  uint64_t size_bytes = 0;      // as found on disk
+  uint64_t capacity_bytes = 0;  // the store's segment size; writes stay below it
 };
 
 // Creates, preallocates and fsyncs a segment file with its header, then

@@ -91,6 +91,7 @@ class StoreImpl final : public Store {
     return *partitions_[format::PartitionForStream(stream, manifest_.partitions)];
   }
   void CheckpointerLoop();
+  Status CheckpointAll();
 
   const std::string dir_;
   Options options_;
@@ -295,6 +296,11 @@ Result<StreamInfo> StoreImpl::GetStreamInfo(std::string_view stream) {
 }
 
 Status StoreImpl::Checkpoint() {
+  if (!open_) return Status::Unavailable("the store is closed");
+  return CheckpointAll();
+}
+
+Status StoreImpl::CheckpointAll() {
   for (auto& p : partitions_) ANNAL_RETURN_IF_ERROR(p->WriteCheckpoint());
   return Status::Ok();
 }
@@ -330,7 +336,10 @@ Status StoreImpl::Close() {
   checkpointer_cv_.notify_all();
   if (checkpointer_.joinable()) checkpointer_.join();
   for (auto& p : partitions_) p->StopWriter();
-  Status s = Checkpoint();
+  Status s = CheckpointAll();
+  // Release files and the directory lock: the store may be opened again.
+  partitions_.clear();
+  lock_fd_ = fs::Fd();
   options_.log("closed " + dir_);
   return s;
 }

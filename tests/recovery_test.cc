@@ -1,0 +1,312 @@
+// Recovery: torn tails are dropped, damage before the tail is refused with
+// file and offset, checkpoints are an optimisation only, and a failed write
+// fail-stops its partition.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "annal/store.h"
+#include "fault_env.h"
+#include "format.h"
+#include "test_util.h"
+
+namespace annal {
+namespace {
+
+using testing::Event;
+using testing::IdFrom;
+using testing::TempDir;
+
+struct BatchAt {
+  uint64_t offset;
+  uint32_t length;
+};
+
+// The batches of a segment file, read with the format's own decoder.
+std::vector<BatchAt> Batches(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(in)), {});
+  std::vector<BatchAt> out;
+  uint64_t at = format::kSegmentHeaderBytes;
+  while (at + format::kBatchHeaderBytes <= data.size()) {
+    format::BatchHeader h;
+    if (!format::DecodeBatchHeader(reinterpret_cast<const uint8_t*>(data.data() + at), &h).ok()) break;
+    out.push_back({at, h.length});
+    at += h.length;
+  }
+  return out;
+}
+
+void Overwrite(const std::string& path, uint64_t offset, const std::string& bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset)),
+            static_cast<ssize_t>(bytes.size()));
+  ::close(fd);
+}
+
+void FlipBit(const std::string& path, uint64_t offset) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char c;
+  ASSERT_EQ(::pread(fd, &c, 1, static_cast<off_t>(offset)), 1);
+  c ^= 0x10;
+  ASSERT_EQ(::pwrite(fd, &c, 1, static_cast<off_t>(offset)), 1);
+  ::close(fd);
+}
+
+class RecoveryTest : public ::testing::Test {
+ protected:
+  RecoveryTest() {
+    options_.partitions = 1;  // one segment file to damage
+    options_.segment_size_bytes = 1024 * 1024;
+    options_.log = [this](const std::string& l) { log_.push_back(l); };
+  }
+  Result<std::unique_ptr<Store>> Open() { return Store::Open(dir_.path(), options_); }
+  std::string Segment(uint32_t id = 0) {
+    return dir_.path() + "/" + format::PartitionDirName(0) + "/" + format::SegmentFileName(id);
+  }
+  std::string CheckpointPath() {
+    return dir_.path() + "/" + format::PartitionDirName(0) + "/" + format::CheckpointFileName();
+  }
+  // Appends `n` single-event appends to stream "r-1" and closes the store,
+  // removing the checkpoint so that reopening scans the log.
+  void WriteAndCloseWithoutCheckpoint(int n) {
+    auto store = Open();
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    for (int i = 0; i < n; ++i)
+      ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "payload-" + std::to_string(i))}).ok());
+    ASSERT_TRUE((*store)->Close().ok());
+    std::filesystem::remove(CheckpointPath());
+  }
+  ::testing::AssertionResult Logged(const std::string& needle) {
+    std::string all;
+    for (const auto& l : log_) {
+      if (l.find(needle) != std::string::npos) return ::testing::AssertionSuccess();
+      all += "\n  " + l;
+    }
+    return ::testing::AssertionFailure() << "no log line has '" << needle << "'; the log:" << all;
+  }
+
+  TempDir dir_{"recovery"};
+  Options options_;
+  std::vector<std::string> log_;
+};
+
+TEST_F(RecoveryTest, TornFinalBatchIsDroppedAndAppendsContinue) {
+  WriteAndCloseWithoutCheckpoint(5);
+  auto batches = Batches(Segment());
+  ASSERT_EQ(batches.size(), 5u);
+  // The final batch's second half never reached the disk.
+  BatchAt last = batches.back();
+  Overwrite(Segment(), last.offset + last.length / 2, std::string(last.length - last.length / 2, '\0'));
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_TRUE(Logged("dropping a torn final batch"));
+  auto info = (*store)->GetStreamInfo("r-1");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->event_count, 4u);
+  auto r = (*store)->Append("r-1", ExpectedVersion::Exact(3), {Event("T", "after")});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->first_position, GlobalPosition(5));
+  ASSERT_TRUE((*store)->Close().ok());
+  std::filesystem::remove(CheckpointPath());
+  auto again = Open();  // the new batch replaced the torn one cleanly
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  auto events = (*again)->ReadStream("r-1", StreamVersion(0), ReadDirection::kForward, 10);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 5u);
+  EXPECT_EQ((*events)[4].payload, "after");
+}
+
+TEST_F(RecoveryTest, FileCutMidBatchIsATornTail) {
+  WriteAndCloseWithoutCheckpoint(3);
+  auto batches = Batches(Segment());
+  ASSERT_EQ(batches.size(), 3u);
+  std::filesystem::resize_file(Segment(), batches.back().offset + 20);
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ((*store)->GetStreamInfo("r-1")->event_count, 2u);
+  EXPECT_EQ(std::filesystem::file_size(Segment()), options_.segment_size_bytes)
+      << "the cut segment is extended again before it is written to";
+  ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Exact(1), {Event("T", "x")}).ok());
+}
+
+TEST_F(RecoveryTest, BitFlipBeforeTheTailRefusesToOpenNamingFileAndOffset) {
+  WriteAndCloseWithoutCheckpoint(5);
+  auto batches = Batches(Segment());
+  uint64_t damaged = batches[1].offset + format::kBatchHeaderBytes + format::kRecordHeaderBytes + 5;
+  FlipBit(Segment(), damaged);
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(store.status().message().find(Segment() + " at offset " + std::to_string(batches[1].offset)),
+            std::string::npos)
+      << store.status().message();
+}
+
+TEST_F(RecoveryTest, BitFlipInTheFinalCompleteBatchIsCorruptionNotATear) {
+  WriteAndCloseWithoutCheckpoint(3);
+  auto batches = Batches(Segment());
+  FlipBit(Segment(), batches.back().offset + format::kBatchHeaderBytes + 3);
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(store.status().message().find("offset " + std::to_string(batches.back().offset)), std::string::npos);
+}
+
+TEST_F(RecoveryTest, BitFlipInABatchHeaderIsCorruption) {
+  WriteAndCloseWithoutCheckpoint(3);
+  auto batches = Batches(Segment());
+  FlipBit(Segment(), batches[0].offset + 9);  // inside first_position
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("batch header checksum mismatch"), std::string::npos)
+      << store.status().message();
+}
+
+TEST_F(RecoveryTest, DamageBehindACheckpointIsReportedOnRead) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "p")}).ok());
+  }  // closes with a checkpoint: reopening will not rescan these batches
+  auto batches = Batches(Segment());
+  uint64_t record = batches[1].offset + format::kBatchHeaderBytes;
+  FlipBit(Segment(), record + format::kRecordHeaderBytes + 4);
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto read = (*store)->ReadStream("r-1", StreamVersion(1), ReadDirection::kForward, 1);
+  ASSERT_FALSE(read.ok());
+  EXPECT_EQ(read.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(read.status().message().find(Segment() + " at offset " + std::to_string(record)), std::string::npos)
+      << read.status().message();
+  auto all = (*store)->ReadAll(GlobalPosition(1), 10);
+  EXPECT_EQ(all.status().code(), StatusCode::kCorruption);
+  // Undamaged events stay readable.
+  EXPECT_TRUE((*store)->ReadStream("r-1", StreamVersion(2), ReadDirection::kForward, 1).ok());
+}
+
+TEST_F(RecoveryTest, CorruptCheckpointIsIgnoredAndTheLogReplayed) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE((*store)->Append("r-" + std::to_string(i % 3), ExpectedVersion::Any(), {Event("T", "p")}).ok());
+  }
+  FlipBit(CheckpointPath(), 30);
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_TRUE(Logged("ignoring index checkpoint"));
+  EXPECT_EQ((*store)->GetStreamInfo("r-0")->event_count, 4u);
+  EXPECT_EQ((*store)->DurableHead(), GlobalPosition(10));
+}
+
+TEST_F(RecoveryTest, CheckpointThenMoreAppendsReplaysOnlyTheTail) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "a")}).ok());
+    ASSERT_TRUE((*store)->Checkpoint().ok());
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "b")}).ok());
+    std::filesystem::copy_file(CheckpointPath(), CheckpointPath() + ".mid");
+  }
+  // Put back the checkpoint from the middle, as if the process died after it.
+  std::filesystem::rename(CheckpointPath() + ".mid", CheckpointPath());
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto events = (*store)->ReadStream("r-1", StreamVersion(0), ReadDirection::kForward, 100);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 10u);
+  EXPECT_EQ((*events)[9].payload, "b");
+}
+
+TEST_F(RecoveryTest, MissingSegmentInTheMiddleIsCorruption) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    std::string big(300 * 1024, 'x');
+    for (int i = 0; i < 12; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", big)}).ok());
+  }
+  ASSERT_TRUE(std::filesystem::exists(Segment(2)));
+  std::filesystem::remove(Segment(1));
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find(format::SegmentFileName(1) + ": segment file is missing"),
+            std::string::npos)
+      << store.status().message();
+}
+
+class FailStopTest : public RecoveryTest {
+ protected:
+  FailStopTest() { options_.env = &env_; }
+  testing::FaultPlan plan_;
+  testing::FaultEnv env_{&plan_};
+};
+
+TEST_F(FailStopTest, FailedFsyncFailStopsThePartitionAndAcknowledgesNothingAfter) {
+  plan_.fail_submit_number = 3;
+  auto store = Open();
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->Append("f-1", ExpectedVersion::Any(), {Event("T", "1")}).ok());
+  ASSERT_TRUE((*store)->Append("f-1", ExpectedVersion::Any(), {Event("T", "2")}).ok());
+  auto failed = (*store)->Append("f-1", ExpectedVersion::Any(), {Event("T", "3")});
+  ASSERT_EQ(failed.status().code(), StatusCode::kFailStopped);
+  EXPECT_NE(failed.status().message().find("Input/output error"), std::string::npos) << failed.status().message();
+  EXPECT_TRUE(Logged("stopped after a failed write"));
+  // Everything later fails too, at once, and nothing new becomes durable.
+  for (int i = 0; i < 5; ++i) {
+    auto later = (*store)->Append("f-" + std::to_string(i), ExpectedVersion::Any(), {Event("T", "x")});
+    EXPECT_EQ(later.status().code(), StatusCode::kFailStopped);
+  }
+  EXPECT_EQ((*store)->DurableHead(), GlobalPosition(2));
+  EXPECT_EQ((*store)->GetStreamInfo("f-1")->event_count, 2u);
+  // Reads of what was acknowledged still work.
+  EXPECT_TRUE((*store)->ReadStream("f-1", StreamVersion(0), ReadDirection::kForward, 10).ok());
+}
+
+TEST_F(FailStopTest, AppendsQueuedBehindAFailedBatchAllFail) {
+  plan_.fail_submit_number = 2;
+  auto store = Open();
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->Append("q-0", ExpectedVersion::Any(), {Event("T", "first")}).ok());
+  // These land in the failing batch, or queue behind it, or arrive after it.
+  std::atomic<int> ok{0}, stopped{0}, other{0}, done{0};
+  constexpr int kAppends = 200;
+  for (int i = 0; i < kAppends; ++i)
+    (*store)->AppendAsync("q-" + std::to_string(i % 10), ExpectedVersion::Any(), {Event("T", "x")},
+                          [&](Result<AppendResult> r) {
+                            if (r.ok()) ok++;
+                            else if (r.status().code() == StatusCode::kFailStopped) stopped++;
+                            else other++;
+                            done++;
+                          });
+  while (done.load() < kAppends) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(ok.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(stopped.load(), kAppends);
+  EXPECT_EQ((*store)->DurableHead(), GlobalPosition(1));
+}
+
+TEST_F(FailStopTest, TornWriteAfterFailureIsDroppedOnReopen) {
+  plan_.fail_submit_number = 4;
+  plan_.torn = true;
+  plan_.torn_bytes = 60;  // the header and a few bytes of the record
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*store)->Append("t-1", ExpectedVersion::Any(), {Event("T", "ok")}).ok());
+    EXPECT_EQ((*store)->Append("t-1", ExpectedVersion::Any(), {Event("T", "torn")}).status().code(),
+              StatusCode::kFailStopped);
+  }
+  options_.env = nullptr;  // a healthy disk again
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_TRUE(Logged("dropping a torn final batch"));
+  EXPECT_EQ((*store)->GetStreamInfo("t-1")->event_count, 3u);
+}
+
+}  // namespace
+}  // namespace annal

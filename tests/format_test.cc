@@ -186,6 +186,19 @@ TEST(FormatTest, CheckpointRoundTripAndDamage) {
   EXPECT_EQ(DecodeCheckpoint(data, "ckpt", &h2, &segs, &streams2).code(), StatusCode::kCorruption);
 }
 
+TEST(FormatTest, CheckpointWithHugeCountsIsRefusedNotThrown) {
+  SegmentSummary seg{0, 64, 0, 0, {}};
+  std::string data = EncodeCheckpoint(CheckpointHeader{0, 0, 64, 0, 0}, {&seg}, StreamMap{});
+  // stream_count sits after magic(8) version(4) partition(4) tail(8) last(8) time(8) segments(4).
+  Put64(reinterpret_cast<uint8_t*>(data.data()) + 44, ~0ull);
+  size_t body = data.size() - 8;
+  Put64(reinterpret_cast<uint8_t*>(data.data()) + body, Checksum(data.data(), body));
+  CheckpointHeader h;
+  std::vector<SegmentSummary> segs;
+  StreamMap streams;
+  EXPECT_EQ(DecodeCheckpoint(data, "ckpt", &h, &segs, &streams).code(), StatusCode::kCorruption);
+}
+
 TEST(StreamEntryTest, AnchorsStayBoundedAndSpread) {
   StreamEntry e;
   for (uint64_t v = 0; v < 100000; ++v) {

@@ -239,6 +239,53 @@ TEST_F(RecoveryTest, MissingSegmentInTheMiddleIsCorruption) {
       << store.status().message();
 }
 
+TEST_F(RecoveryTest, DamagedHeaderOfTheNewestSegmentIsReportedNotRecreated) {
+  WriteAndCloseWithoutCheckpoint(3);
+  FlipBit(Segment(), 20);
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(Batches(Segment()).size(), 3u) << "the damaged segment must be left as it was";
+}
+
+TEST_F(RecoveryTest, NewestSegmentWhoseCreationWasCutShortIsRecreated) {
+  WriteAndCloseWithoutCheckpoint(3);
+  { std::ofstream(Segment(1), std::ios::binary) << std::string(10, '\0'); }
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_TRUE(Logged("whose creation was cut short"));
+  EXPECT_EQ((*store)->GetStreamInfo("r-1")->event_count, 3u);
+  ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Exact(2), {Event("T", "x")}).ok());
+}
+
+TEST_F(RecoveryTest, TornLookingBatchFollowedByDataIsCorruption) {
+  WriteAndCloseWithoutCheckpoint(5);
+  auto batches = Batches(Segment());
+  BatchAt middle = batches[2];
+  Overwrite(Segment(), middle.offset + middle.length - 8, std::string(8, '\0'));  // zero its trailer
+  auto store = Open();
+  ASSERT_FALSE(store.ok()) << "acknowledged batches after it would be erased";
+  EXPECT_NE(store.status().message().find("offset " + std::to_string(middle.offset)), std::string::npos)
+      << store.status().message();
+  EXPECT_EQ(Batches(Segment()).size(), 5u);
+}
+
+TEST_F(RecoveryTest, CutOlderSegmentIsCorruption) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    std::string big(300 * 1024, 'x');
+    for (int i = 0; i < 8; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", big)}).ok());
+  }
+  std::filesystem::remove(CheckpointPath());
+  ASSERT_TRUE(std::filesystem::exists(Segment(1)));
+  auto batches = Batches(Segment(0));
+  std::filesystem::resize_file(Segment(0), batches[1].offset);  // cut at a batch boundary
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("it was cut"), std::string::npos) << store.status().message();
+}
+
 class FailStopTest : public RecoveryTest {
  protected:
   FailStopTest() { options_.env = &env_; }

@@ -54,6 +54,10 @@ class Reader {
     return true;
   }
   bool done() const { return at_ == d_.size(); }
+  // True when `count` items of at least `min_bytes` each could still follow.
+  bool CouldHold(uint64_t count, size_t min_bytes) const {
+    return count <= (d_.size() - at_) / min_bytes;
+  }
 
  private:
   std::string_view d_;
@@ -122,12 +126,15 @@ Status DecodeCheckpoint(std::string_view data, const std::string& file, Checkpoi
       !r.U64(&h->last_position) || !r.I64(&h->last_recorded_at_ns) || !r.U32(&segment_count) ||
       !r.U64(&stream_count))
     return bad("truncated header");
+  // Counts come from the file: bound them by the bytes left before sizing.
+  if (!r.CouldHold(segment_count, 28) || !r.CouldHold(stream_count, 55)) return bad("counts exceed the file");
   segments->resize(segment_count);
   for (SegmentSummary& s : *segments) {
     uint32_t n = 0;
     if (!r.U32(&s.id) || !r.U32(&s.end_offset) || !r.U64(&s.first_position) ||
         !r.U64(&s.last_position) || !r.U32(&n))
       return bad("truncated segment summary");
+    if (!r.CouldHold(n, 12)) return bad("sample count exceeds the file");
     s.samples.resize(n);
     for (PositionSample& p : s.samples)
       if (!r.U64(&p.position) || !r.U32(&p.offset)) return bad("truncated position sample");

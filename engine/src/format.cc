@@ -71,6 +71,8 @@ Status DecodeSegmentHeader(const uint8_t in[kSegmentHeaderBytes], const std::str
                               " is not supported (this build reads version " +
                               std::to_string(kFormatVersion) + ")");
   h->partition = Get32(in + 12);
+  if (Get64(in + 16) > UINT32_MAX)
+    return Status::Corruption(file + " at offset 16: segment id out of range");
   h->segment_id = static_cast<uint32_t>(Get64(in + 16));
   h->segment_bytes = Get64(in + 24);
   h->partitions = Get32(in + 32);
@@ -103,7 +105,7 @@ Status DecodeBatchHeader(const uint8_t in[kBatchHeaderBytes], BatchHeader* h) {
     return Status::Corruption("batch has flags this build does not understand");
   if (h->length < kBatchHeaderBytes + kBatchTrailerBytes || h->count == 0 ||
       h->length > limits::kMaxBatchBytesCeiling ||
-      uint64_t{h->count} * kRecordHeaderBytes > h->length)
+      uint64_t{h->count} * kRecordHeaderBytes > h->length - kBatchHeaderBytes - kBatchTrailerBytes)
     return Status::Corruption("batch header has impossible length or count");
   return Status::Ok();
 }
@@ -111,10 +113,6 @@ Status DecodeBatchHeader(const uint8_t in[kBatchHeaderBytes], BatchHeader* h) {
 uint64_t BatchChecksum(const uint8_t* batch, size_t length) {
   ANNAL_ASSERT(length >= kBatchHeaderBytes + kBatchTrailerBytes);
   return Checksum(batch, length - kBatchTrailerBytes);
-}
-
-bool BatchTrailerIsZero(const uint8_t* batch, size_t length) {
-  return Get64(batch + length - kBatchTrailerBytes) == 0;
 }
 
 static uint64_t RecordChecksum(const uint8_t* rec, size_t length) {

@@ -73,6 +73,8 @@ inline constexpr uint16_t kRecordKindEvent = 0x0000;
 inline constexpr uint16_t kRecordFlagsMustUnderstand = 0x00ff;
 
 inline constexpr uint64_t kNoLocation = ~0ull;
+// Segment file names carry 8 decimal digits.
+inline constexpr uint32_t kMaxSegmentId = 99'999'999;
 
 // --- store manifest and checkpoints
 inline constexpr char kManifestMagic[8] = {'A', 'N', 'N', 'A', 'L', 'M', 'A', 'N'};
@@ -130,7 +132,6 @@ void EncodeBatchHeader(const BatchHeader& h, uint8_t out[kBatchHeaderBytes]);
 Status DecodeBatchHeader(const uint8_t in[kBatchHeaderBytes], BatchHeader* h);
 // Trailer checksum over [0, length - 8). `batch` holds `length` bytes.
 uint64_t BatchChecksum(const uint8_t* batch, size_t length);
-bool BatchTrailerIsZero(const uint8_t* batch, size_t length);
 
 // --- records
 struct RecordView {

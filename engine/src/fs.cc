@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <vector>
 
 #include "annal/assert.h"
@@ -36,8 +37,13 @@ bool Exists(const std::string& path) {
 }
 
 Status CreateDir(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) return Status::Ok();
-  return Status::FromErrno(errno, "mkdir " + path);
+  if (::mkdir(path.c_str(), 0755) != 0) {
+    if (errno == EEXIST) return Status::Ok();
+    return Status::FromErrno(errno, "mkdir " + path);
+  }
+  // Make the new entry durable in its parent.
+  std::string parent = std::filesystem::path(path).lexically_normal().parent_path().string();
+  return SyncDir(parent.empty() ? "." : parent);
 }
 
 Result<std::vector<std::string>> ListDir(const std::string& path) {

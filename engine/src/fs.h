@@ -31,7 +31,8 @@ class Fd {
 
 std::string Join(const std::string& dir, const std::string& name);
 bool Exists(const std::string& path);
-Status CreateDir(const std::string& path);  // ok when it already exists
+// Ok when it already exists; a new directory is fsynced into its parent.
+Status CreateDir(const std::string& path);
 Result<std::vector<std::string>> ListDir(const std::string& path);
 Result<Fd> Open(const std::string& path, int flags, int mode = 0644);
 Result<uint64_t> FileSize(int fd, const std::string& path);

@@ -78,16 +78,25 @@ Status Partition::OpenSegments(std::vector<uint32_t> ids) {
     return Status::Ok();
   }
   for (size_t i = 0; i < ids.size(); ++i) {
-    auto seg = OpenSegment(config_.dir, ids[i], config_.id, config_.segment_bytes);
-    if (!seg.ok() && i + 1 == ids.size() && seg.status().code() == StatusCode::kCorruption) {
-      // The newest segment's creation may have been cut short by a crash; it
-      // can hold no acknowledged data, because its header is synced before
-      // any batch is written to it. Make it again.
-      Log("recreating " + format::SegmentFileName(ids[i]) + " (" + seg.status().message() + ")");
-      h.segment_id = ids[i];
-      seg = CreateSegment(config_.dir, h);
+    bool newest = i + 1 == ids.size();
+    auto seg = OpenSegment(config_.dir, ids[i], h);
+    if (!seg.ok() && newest && seg.status().code() == StatusCode::kCorruption) {
+      // A crash while creating the newest segment leaves its header
+      // unwritten; its header is synced before any batch is written to it,
+      // so it holds no acknowledged data. Make it again. Any other damage is
+      // reported, never overwritten.
+      std::string path = fs::Join(config_.dir, format::SegmentFileName(ids[i]));
+      ANNAL_ASSIGN_OR_RETURN(bool never_written, SegmentNeverWritten(path));
+      if (never_written) {
+        Log("recreating " + path + ", whose creation was cut short (" + seg.status().message() + ")");
+        h.segment_id = ids[i];
+        seg = CreateSegment(config_.dir, h);
+      }
     }
     if (!seg.ok()) return seg.status();
+    if (!newest && (*seg)->size_bytes < (*seg)->capacity_bytes)
+      return Status::Corruption((*seg)->path + ": older segment is shorter than the segment size (" +
+                                std::to_string((*seg)->size_bytes) + " bytes): it was cut");
     segments_.push_back(
         SegmentSlot{*seg, SegmentSummary{ids[i], kSegmentHeaderBytes, 0, 0, {}}});
   }
@@ -106,7 +115,7 @@ bool Partition::LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset) {
                  sums.back().id != h.tail_segment || sums.back().end_offset != h.tail_offset))
     s = Status::Corruption(path + ": does not match this partition's segments");
   for (size_t i = 0; s.ok() && i < sums.size(); ++i)
-    if (sums[i].id != segments_[i].file->id || sums[i].end_offset > config_.segment_bytes)
+    if (sums[i].id != segments_[i].file->id || sums[i].end_offset > segments_[i].file->size_bytes)
       s = Status::Corruption(path + ": names segments that are not on disk");
   if (!s.ok()) {
     Log("ignoring index checkpoint, replaying the whole log: " + s.message());
@@ -159,6 +168,12 @@ Status Partition::ScanFrom(uint32_t start_slot, uint32_t start_offset) {
         continue;
       }
       if (c.kind == BatchCheck::kTorn && LaterSegmentsEmpty(i)) {
+        // Nothing may follow a torn batch in its own segment either.
+        uint64_t after = offset + (h.length >= format::kBatchHeaderBytes && c.header_valid ? h.length
+                                                                                             : format::kBatchHeaderBytes);
+        ANNAL_ASSIGN_OR_RETURN(bool rest_zero, ZeroFrom(*slot.file, after));
+        if (!rest_zero)
+          return CorruptionAt(*slot.file, offset, c.why + ", and data follows it");
         // Only the newest batch can be incomplete: a batch is written only
         // after the one before it was fsynced. It was never acknowledged.
         Log("dropping a torn final batch at " + slot.file->path + " offset " +
@@ -180,10 +195,13 @@ Status Partition::ScanFrom(uint32_t start_slot, uint32_t start_offset) {
     ANNAL_RETURN_IF_ERROR(RestoreCapacity(*segments_[i].file));
   // Empty segments after the last one with data would leave a hole in the
   // index; drop all but one of them.
-  while (segments_.size() > last_data_slot + 2) {
-    if (::unlink(segments_.back().file->path.c_str()) != 0)
-      return Status::FromErrno(errno, "unlink " + segments_.back().file->path);
-    segments_.pop_back();
+  if (segments_.size() > last_data_slot + 2) {
+    while (segments_.size() > last_data_slot + 2) {
+      if (::unlink(segments_.back().file->path.c_str()) != 0)
+        return Status::FromErrno(errno, "unlink " + segments_.back().file->path);
+      segments_.pop_back();
+    }
+    ANNAL_RETURN_IF_ERROR(fs::SyncDir(config_.dir));
   }
   Log("recovered: " + std::to_string(streams_.size()) + " streams, last position " +
       std::to_string(last_position_));
@@ -448,6 +466,8 @@ void Partition::Encode(AppendOp& op, const Head& head) {
 }
 
 Status Partition::Roll() {
+  if (active_->id >= format::kMaxSegmentId)
+    return Status::Unavailable("partition " + std::to_string(config_.id) + " has reached the last segment id");
   format::SegmentHeader h{config_.id, active_->id + 1, config_.segment_bytes, config_.partitions};
   ANNAL_ASSIGN_OR_RETURN(auto seg, CreateSegment(config_.dir, h));
   {

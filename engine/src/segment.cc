@@ -30,7 +30,8 @@ Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
 }
 
 Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_t segment_id,
-                                                 uint32_t partition, uint64_t segment_bytes) {
+                                                 const format::SegmentHeader& expected) {
+  const uint64_t segment_bytes = expected.segment_bytes;
   auto seg = std::make_shared<SegmentFile>();
   seg->id = segment_id;
   seg->path = fs::Join(dir, format::SegmentFileName(segment_id));
@@ -42,7 +43,8 @@ Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_
   ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg->fd.get(), buf, sizeof buf, 0, seg->path));
   format::SegmentHeader h;
   ANNAL_RETURN_IF_ERROR(format::DecodeSegmentHeader(buf, seg->path, &h));
-  if (h.segment_id != segment_id || h.partition != partition)
+  if (h.segment_id != segment_id || h.partition != expected.partition ||
+      h.partitions != expected.partitions)
     return Status::Corruption(seg->path + ": header names partition " +
                               std::to_string(h.partition) + " segment " +
                               std::to_string(h.segment_id) + ", not where the file lies");
@@ -57,6 +59,28 @@ Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_
 static bool AllZero(const uint8_t* p, size_t n) {
   for (size_t i = 0; i < n; ++i)
     if (p[i]) return false;
+  return true;
+}
+
+Result<bool> SegmentNeverWritten(const std::string& path) {
+  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::Open(path, O_RDONLY));
+  ANNAL_ASSIGN_OR_RETURN(uint64_t size, fs::FileSize(fd.get(), path));
+  if (size < format::kSegmentHeaderBytes) return true;
+  uint8_t buf[format::kSegmentHeaderBytes + format::kBatchHeaderBytes] = {};
+  size_t n = static_cast<size_t>(std::min<uint64_t>(size, sizeof buf));
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd.get(), buf, n, 0, path));
+  return format::Get64(buf + format::kSegmentHeaderChecksumOffset) == 0 &&
+         AllZero(buf + format::kSegmentHeaderBytes, format::kBatchHeaderBytes);
+}
+
+Result<bool> ZeroFrom(const SegmentFile& seg, uint64_t from) {
+  std::vector<uint8_t> buf(1 << 20);
+  for (uint64_t at = from; at < seg.size_bytes;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), seg.size_bytes - at));
+    ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg.fd.get(), buf.data(), n, at, seg.path));
+    if (!AllZero(buf.data(), n)) return false;
+    at += n;
+  }
   return true;
 }
 
@@ -78,15 +102,15 @@ Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset,
     // length itself is wrong.
     bool cut = seg.size_bytes < seg.capacity_bytes;
     return BatchCheck{cut ? BatchCheck::kTorn : BatchCheck::kCorrupt,
-                      "batch runs past the end of the file"};
+                      "batch runs past the end of the file", true};
   }
   buf->resize(header->length);
   ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg.fd.get(), buf->data(), header->length, offset, seg.path));
   uint64_t stored = format::Get64(buf->data() + header->length - format::kBatchTrailerBytes);
   if (stored == format::BatchChecksum(buf->data(), header->length))
-    return BatchCheck{BatchCheck::kValid, ""};
-  if (stored == 0) return BatchCheck{BatchCheck::kTorn, "batch trailer was never written"};
-  return BatchCheck{BatchCheck::kCorrupt, "batch checksum mismatch"};
+    return BatchCheck{BatchCheck::kValid, "", true};
+  if (stored == 0) return BatchCheck{BatchCheck::kTorn, "batch trailer was never written", true};
+  return BatchCheck{BatchCheck::kCorrupt, "batch checksum mismatch", true};
 }
 
 Status ForEachRecord(const SegmentFile& seg, uint64_t batch_offset, const uint8_t* batch,

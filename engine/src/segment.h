@@ -32,7 +32,16 @@ Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
                                                    const format::SegmentHeader& header);
 // Opens a segment for reading and writing and validates its header.
 Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_t segment_id,
-                                                 uint32_t partition, uint64_t segment_bytes);
+                                                 const format::SegmentHeader& expected);
+
+// True when the segment at `path` was created but never reached the point
+// where batches are written to it: shorter than a header, or a header whose
+// checksum field is still zero with no batch after it. Such a file can hold
+// no acknowledged event.
+Result<bool> SegmentNeverWritten(const std::string& path);
+
+// True when every byte of `seg` in [from, its size) is zero.
+Result<bool> ZeroFrom(const SegmentFile& seg, uint64_t from);
 
 // What lies at one offset of a segment.
 struct BatchCheck {
@@ -44,6 +53,7 @@ struct BatchCheck {
   };
   Kind kind = kValid;
   std::string why;
+  bool header_valid = false;  // the header's own checks passed
 };
 
 // Reads the batch at `offset` into `buf` (resized to the batch) and

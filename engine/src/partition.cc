@@ -49,10 +49,18 @@ Status Partition::Recover() {
   ANNAL_RETURN_IF_ERROR(fs::CreateDir(config_.dir));
   ANNAL_ASSIGN_OR_RETURN(std::vector<std::string> names, fs::ListDir(config_.dir));
   std::vector<uint32_t> ids;
+  bool removed = false;
   for (const std::string& n : names) {
     uint32_t id;
     if (format::ParseSegmentFileName(n, &id)) ids.push_back(id);
+    if (IsSegmentTempFile(n)) {
+      // A segment whose creation a crash interrupted before its rename.
+      std::string path = fs::Join(config_.dir, n);
+      if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, "unlink " + path);
+      removed = true;
+    }
   }
+  if (removed) ANNAL_RETURN_IF_ERROR(fs::SyncDir(config_.dir));
   std::sort(ids.begin(), ids.end());
   for (size_t i = 1; i < ids.size(); ++i)
     if (ids[i] != ids[i - 1] + 1)
@@ -94,11 +102,16 @@ Status Partition::OpenSegments(std::vector<uint32_t> ids) {
       }
     }
     if (!seg.ok()) return seg.status();
-    if (!newest && (*seg)->size_bytes < (*seg)->capacity_bytes)
-      return Status::Corruption((*seg)->path + ": older segment is shorter than the segment size (" +
-                                std::to_string((*seg)->size_bytes) + " bytes): it was cut");
     segments_.push_back(
         SegmentSlot{*seg, SegmentSummary{ids[i], kSegmentHeaderBytes, 0, 0, {}}});
+  }
+  // Only the last segment with data may have been cut short (a torn tail);
+  // behind it there may be one empty segment, prepared ahead of need.
+  for (size_t i = 0; i + 1 < segments_.size(); ++i) {
+    const SegmentFile& seg = *segments_[i].file;
+    if (seg.size_bytes < seg.capacity_bytes && !(i + 2 == segments_.size() && LaterSegmentsEmpty(i)))
+      return Status::Corruption(seg.path + ": segment is shorter than the segment size (" +
+                                std::to_string(seg.size_bytes) + " bytes) with data after it: it was cut");
   }
   return Status::Ok();
 }
@@ -203,6 +216,12 @@ Status Partition::ScanFrom(uint32_t start_slot, uint32_t start_offset) {
     }
     ANNAL_RETURN_IF_ERROR(fs::SyncDir(config_.dir));
   }
+  // An empty segment after the last one with data was prepared ahead of
+  // need: keep appending to the last one, and hold this one for the roll.
+  if (segments_.size() == last_data_slot + 2) {
+    prepared_ = segments_.back().file;
+    segments_.pop_back();
+  }
   Log("recovered: " + std::to_string(streams_.size()) + " streams, last position " +
       std::to_string(last_position_));
   return Status::Ok();
@@ -241,6 +260,7 @@ Status Partition::ApplyRecovered(SegmentSlot& slot, uint64_t offset,
 Status Partition::StartWriter(Sequencer* sequencer) {
   sequencer_ = sequencer;
   ANNAL_ASSIGN_OR_RETURN(io_, config_.env->NewLogWriterIo());
+  if (!prepared_) StartPreparing();
   writer_ = std::thread([this] { WriterLoop(); });
   return Status::Ok();
 }
@@ -267,13 +287,15 @@ void Partition::Enqueue(std::unique_ptr<AppendOp> op) {
 }
 
 void Partition::StopWriter() {
-  if (!writer_.joinable()) return;
-  {
-    std::lock_guard lock(queue_mu_);
-    stopping_ = true;
+  if (writer_.joinable()) {
+    {
+      std::lock_guard lock(queue_mu_);
+      stopping_ = true;
+    }
+    io_->Wake();
+    writer_.join();
   }
-  io_->Wake();
-  writer_.join();
+  if (prepare_thread_.joinable()) prepare_thread_.join();
 }
 
 bool Partition::TakeQueued() {
@@ -465,17 +487,41 @@ void Partition::Encode(AppendOp& op, const Head& head) {
   ++p.ops;
 }
 
+void Partition::StartPreparing() {
+  ANNAL_ASSERT(!prepare_thread_.joinable() && !prepared_);
+  if (active_->id >= format::kMaxSegmentId) return;
+  format::SegmentHeader h{config_.id, active_->id + 1, config_.segment_bytes, config_.partitions};
+  prepare_thread_ = std::thread([this, h] {
+    auto seg = CreateSegment(config_.dir, h);
+    if (seg.ok())
+      prepared_ = std::move(*seg);
+    else
+      prepare_status_ = seg.status();
+  });
+}
+
+std::shared_ptr<SegmentFile> Partition::TakePrepared() {
+  if (prepare_thread_.joinable()) prepare_thread_.join();
+  if (!prepare_status_.ok()) Log("preparing the next segment failed: " + prepare_status_.ToString());
+  prepare_status_ = Status::Ok();
+  return std::move(prepared_);
+}
+
 Status Partition::Roll() {
   if (active_->id >= format::kMaxSegmentId)
     return Status::Unavailable("partition " + std::to_string(config_.id) + " has reached the last segment id");
   format::SegmentHeader h{config_.id, active_->id + 1, config_.segment_bytes, config_.partitions};
-  ANNAL_ASSIGN_OR_RETURN(auto seg, CreateSegment(config_.dir, h));
+  std::shared_ptr<SegmentFile> seg = TakePrepared();
+  if (!seg || seg->id != h.segment_id) {
+    ANNAL_ASSIGN_OR_RETURN(seg, CreateSegment(config_.dir, h));
+  }
   {
     std::unique_lock lock(mu_);
     segments_.push_back(SegmentSlot{seg, SegmentSummary{seg->id, kSegmentHeaderBytes, 0, 0, {}}});
   }
   active_ = std::move(seg);
   write_offset_ = kSegmentHeaderBytes;
+  StartPreparing();
   return Status::Ok();
 }
 

@@ -158,6 +158,8 @@ class Partition {
   std::optional<Result<AppendResult>> CheckRetry(const AppendOp& op, const Head& head);
   void Encode(AppendOp& op, const Head& head);
   Status Roll();
+  void StartPreparing();
+  std::shared_ptr<SegmentFile> TakePrepared();
   void Submit();
   void Complete(const IoCompletion& c);
   void Publish(const Batch& b);
@@ -195,6 +197,13 @@ class Partition {
   std::deque<std::unique_ptr<AppendOp>> backlog_;
   std::unordered_map<std::string, PendingHead> pending_;
   bool writer_failed_ = false;
+
+  // The next segment, created ahead of need on prepare_thread_ so that a
+  // roll does not wait for its zero-fill. The writer starts the thread and
+  // joins it before reading prepared_; nothing else touches either.
+  std::thread prepare_thread_;
+  std::shared_ptr<SegmentFile> prepared_;
+  Status prepare_status_;
 
   std::mutex checkpoint_mu_;
   std::atomic<uint64_t> bytes_since_checkpoint_{0};

@@ -2,7 +2,10 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 
 #include "annal/assert.h"
 
@@ -12,19 +15,53 @@ Status CorruptionAt(const SegmentFile& seg, uint64_t offset, const std::string& 
   return Status::Corruption(seg.path + " at offset " + std::to_string(offset) + ": " + why);
 }
 
+static constexpr std::string_view kTempSuffix = ".tmp";
+// Zero-fill writes this much at a time: small enough that an appender's
+// fdatasync queued behind one such write waits little.
+static constexpr size_t kZeroFillChunkBytes = 256 * 1024;
+
+// Writes the header and zeros over the whole file. Direct I/O where the
+// filesystem has it, one chunk in flight at a time, so filling a segment
+// neither floods the page cache nor queues a burst in front of appends.
+static Status ZeroFill(const std::string& path, const format::SegmentHeader& header) {
+  auto direct = fs::Open(path, O_WRONLY | O_DIRECT);
+  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, direct.ok() ? std::move(direct) : fs::Open(path, O_WRONLY));
+  constexpr size_t kAlign = 4096;
+  static_assert(kZeroFillChunkBytes % kAlign == 0);
+  std::unique_ptr<uint8_t, decltype(&std::free)> chunk(
+      static_cast<uint8_t*>(std::aligned_alloc(kAlign, kZeroFillChunkBytes)), &std::free);
+  if (!chunk) return Status::IoError("out of memory for a zero-fill buffer");
+  std::memset(chunk.get(), 0, kZeroFillChunkBytes);
+  format::EncodeSegmentHeader(header, chunk.get());
+  for (uint64_t at = 0; at < header.segment_bytes; at += kZeroFillChunkBytes) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(kZeroFillChunkBytes, header.segment_bytes - at));
+    ANNAL_RETURN_IF_ERROR(fs::PwriteAll(fd.get(), chunk.get(), n, at, path));
+    if (at == 0) std::memset(chunk.get(), 0, format::kSegmentHeaderBytes);
+  }
+  return Status::Ok();
+}
+
+bool IsSegmentTempFile(std::string_view name) {
+  uint32_t id;
+  return name.size() > kTempSuffix.size() && name.ends_with(kTempSuffix) &&
+         format::ParseSegmentFileName(name.substr(0, name.size() - kTempSuffix.size()), &id);
+}
+
 Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
                                                    const format::SegmentHeader& header) {
   auto seg = std::make_shared<SegmentFile>();
   seg->id = header.segment_id;
   seg->path = fs::Join(dir, format::SegmentFileName(header.segment_id));
   seg->size_bytes = seg->capacity_bytes = header.segment_bytes;
-  ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::Open(seg->path, O_RDWR | O_CREAT | O_TRUNC));
+  std::string tmp = seg->path + std::string(kTempSuffix);
+  ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::Open(tmp, O_RDWR | O_CREAT | O_TRUNC));
+  // Reserve the space first, so a full disk fails here, cheaply.
   if (::fallocate(seg->fd.get(), 0, 0, static_cast<off_t>(header.segment_bytes)) != 0)
-    return Status::FromErrno(errno, "fallocate " + seg->path);
-  uint8_t buf[format::kSegmentHeaderBytes];
-  format::EncodeSegmentHeader(header, buf);
-  ANNAL_RETURN_IF_ERROR(fs::PwriteAll(seg->fd.get(), buf, sizeof buf, 0, seg->path));
-  if (::fsync(seg->fd.get()) != 0) return Status::FromErrno(errno, "fsync " + seg->path);
+    return Status::FromErrno(errno, "fallocate " + tmp);
+  ANNAL_RETURN_IF_ERROR(ZeroFill(tmp, header));
+  ANNAL_RETURN_IF_ERROR(fs::Fdatasync(seg->fd.get(), tmp));
+  if (::rename(tmp.c_str(), seg->path.c_str()) != 0)
+    return Status::FromErrno(errno, "rename " + tmp + " to " + seg->path);
   ANNAL_RETURN_IF_ERROR(fs::SyncDir(dir));
   return seg;
 }

@@ -44,8 +44,9 @@
 namespace annal::bench {
 namespace {
 
-// The store shape of the append benchmarks.
-constexpr uint32_t kPartitions = 4;
+// The store shape of the append benchmarks; ANNAL_BENCH_PARTITIONS
+// overrides the partition count (the default is the engine's own).
+const uint32_t kPartitions = Options{}.partitions;
 constexpr size_t kStreams = 10'000;
 constexpr size_t kPayloadBytes = 500;
 constexpr size_t kPayloadVariants = 16;

@@ -3,11 +3,14 @@
 // not told to fail goes to disk exactly as in production.
 #pragma once
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
 #include <memory>
 #include <mutex>
-#include <set>
+#include <string>
 #include <vector>
 
 #include "annal/env.h"
@@ -17,10 +20,10 @@ namespace annal::testing {
 struct FaultPlan {
   // The Nth SubmitWriteSync of the whole env (counting from 1) fails; 0 = none.
   std::atomic<uint64_t> fail_submit_number{0};
-  // How it fails: the write lands whole but fdatasync reports `error`, or
-  // (torn) only the first `torn_bytes` bytes are written before the error.
+  // How it fails: the write lands whole but its sync reports `error`, or
+  // (torn) only its bytes before file offset `torn_at_offset` are written.
   std::atomic<bool> torn{false};
-  std::atomic<size_t> torn_bytes{0};
+  std::atomic<uint64_t> torn_at_offset{0};
   std::atomic<int> error{EIO};
   std::atomic<uint64_t> submits{0};
 };
@@ -40,23 +43,33 @@ class FaultLogWriterIo final : public LogWriterIo {
   FaultLogWriterIo(std::unique_ptr<LogWriterIo> real, FaultPlan* plan)
       : real_(std::move(real)), plan_(plan) {}
 
-  Status SubmitWriteSync(int fd, const void* data, size_t len, uint64_t offset,
-                         uint64_t tag) override {
+  Status SubmitWriteSync(int fd, const void* data, size_t len, uint64_t offset, uint64_t tag,
+                         SyncMode mode) override {
     uint64_t n = plan_->submits.fetch_add(1) + 1;
-    if (n != plan_->fail_submit_number.load()) return real_->SubmitWriteSync(fd, data, len, offset, tag);
-    size_t written = plan_->torn ? std::min(len, plan_->torn_bytes.load()) : len;
-    // The bytes reach the file (through the real ring, synced), but the
-    // caller hears of a failure, as after a failed fdatasync.
-    failing_.insert(tag);
-    return real_->SubmitWriteSync(fd, data, written == 0 ? 1 : written, offset, tag);
+    if (n != plan_->fail_submit_number.load())
+      return real_->SubmitWriteSync(fd, data, len, offset, tag, mode);
+    // The bytes (all, or a torn prefix) reach the disk, but the caller hears
+    // of a failure, as after a failed fdatasync. They go through a second,
+    // buffered descriptor: a torn prefix is not aligned for O_DIRECT.
+    size_t written = len;
+    if (plan_->torn) written = plan_->torn_at_offset > offset ? std::min<uint64_t>(len, plan_->torn_at_offset - offset) : 0;
+    int plain = ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_WRONLY | O_CLOEXEC);
+    if (plain < 0) return Status::FromErrno(errno, "FaultEnv: reopen fd");
+    bool ok = ::pwrite(plain, data, written, static_cast<off_t>(offset)) == static_cast<ssize_t>(written) &&
+              ::fdatasync(plain) == 0;
+    ::close(plain);
+    if (!ok) return Status::FromErrno(errno, "FaultEnv: write");
+    injected_.push_back(IoCompletion{tag, -plan_->error.load()});
+    return Status::Ok();
   }
 
   Status Reap(std::vector<IoCompletion>* out, bool block) override {
-    size_t before = out->size();
-    Status s = real_->Reap(out, block);
-    for (size_t i = before; i < out->size(); ++i)
-      if (failing_.erase((*out)[i].tag)) (*out)[i].result = -plan_->error.load();
-    return s;
+    if (!injected_.empty()) {
+      out->insert(out->end(), injected_.begin(), injected_.end());
+      injected_.clear();
+      return real_->Reap(out, /*block=*/false);
+    }
+    return real_->Reap(out, block);
   }
 
   void Wake() override { real_->Wake(); }
@@ -64,7 +77,7 @@ class FaultLogWriterIo final : public LogWriterIo {
  private:
   std::unique_ptr<LogWriterIo> real_;
   FaultPlan* plan_;
-  std::set<uint64_t> failing_;  // owned by the writer thread
+  std::vector<IoCompletion> injected_;  // owned by the writer thread
 };
 
 inline Result<std::unique_ptr<LogWriterIo>> FaultEnv::NewLogWriterIo() {

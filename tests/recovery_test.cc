@@ -340,11 +340,14 @@ TEST_F(FailStopTest, AppendsQueuedBehindAFailedBatchAllFail) {
 TEST_F(FailStopTest, TornWriteAfterFailureIsDroppedOnReopen) {
   plan_.fail_submit_number = 4;
   plan_.torn = true;
-  plan_.torn_bytes = 60;  // the header and a few bytes of the record
   {
     auto store = Open();
     ASSERT_TRUE(store.ok());
     for (int i = 0; i < 3; ++i) ASSERT_TRUE((*store)->Append("t-1", ExpectedVersion::Any(), {Event("T", "ok")}).ok());
+    // The fourth batch will start where the third ended; only its header
+    // and a few bytes of its record reach the disk.
+    BatchAt third = Batches(Segment()).back();
+    plan_.torn_at_offset = third.offset + third.length + 60;
     EXPECT_EQ((*store)->Append("t-1", ExpectedVersion::Any(), {Event("T", "torn")}).status().code(),
               StatusCode::kFailStopped);
   }

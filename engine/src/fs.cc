@@ -26,6 +26,14 @@ Fd::~Fd() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+void AlignedBuffer::Reserve(size_t bytes) {
+  if (bytes <= capacity_) return;
+  size_t rounded = (bytes + alignment_ - 1) / alignment_ * alignment_;
+  data_.reset(static_cast<uint8_t*>(std::aligned_alloc(alignment_, rounded)));
+  ANNAL_ASSERT_MSG(data_ != nullptr, "out of memory for an I/O buffer");
+  capacity_ = rounded;
+}
+
 std::string Join(const std::string& dir, const std::string& name) {
   if (dir.empty() || dir.back() == '/') return dir + name;
   return dir + "/" + name;

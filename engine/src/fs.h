@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,23 @@ class Fd {
 
  private:
   int fd_ = -1;
+};
+
+// A heap buffer aligned for direct I/O. Grows, never shrinks.
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(size_t alignment) : alignment_(alignment) {}
+  // Ensures room for `bytes`; the contents are not kept.
+  void Reserve(size_t bytes);
+  uint8_t* data() { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  size_t alignment_;
+  size_t capacity_ = 0;
+  std::unique_ptr<uint8_t, Free> data_;
 };
 
 std::string Join(const std::string& dir, const std::string& name);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdio>
 
 #include "annal/assert.h"
@@ -15,6 +16,9 @@ using format::kBatchTrailerBytes;
 using format::kNoLocation;
 using format::kSegmentHeaderBytes;
 
+// Direct writes start, end and sit in memory on this alignment.
+constexpr size_t kDirectIoAlignment = 4096;
+
 void Partition::Batch::Reset() {
   bytes.clear();
   record_offsets.clear();
@@ -25,7 +29,8 @@ void Partition::Batch::Reset() {
   recorded_at_ns = 0;
 }
 
-Partition::Partition(PartitionConfig config) : config_(std::move(config)) {}
+Partition::Partition(PartitionConfig config)
+    : config_(std::move(config)), io_buffer_(kDirectIoAlignment) {}
 
 Partition::~Partition() { StopWriter(); }
 
@@ -260,6 +265,7 @@ Status Partition::ApplyRecovered(SegmentSlot& slot, uint64_t offset,
 Status Partition::StartWriter(Sequencer* sequencer) {
   sequencer_ = sequencer;
   ANNAL_ASSIGN_OR_RETURN(io_, config_.env->NewLogWriterIo());
+  ANNAL_RETURN_IF_ERROR(OpenForWriting());
   if (!prepared_) StartPreparing();
   writer_ = std::thread([this] { WriterLoop(); });
   return Status::Ok();
@@ -487,6 +493,24 @@ void Partition::Encode(AppendOp& op, const Head& head) {
   ++p.ops;
 }
 
+Status Partition::OpenForWriting() {
+  if (!direct_io_) return Status::Ok();
+  auto fd = fs::Open(active_->path, O_WRONLY | O_DIRECT);
+  if (!fd.ok()) {
+    // Decided once, at start: a filesystem without O_DIRECT (tmpfs) gets
+    // buffered writes with a linked fdatasync. Once direct, always direct.
+    if (direct_fd_.valid()) return fd.status();
+    Log("direct I/O unavailable (" + fd.status().message() + "); using buffered writes and fdatasync");
+    direct_io_ = false;
+    return Status::Ok();
+  }
+  direct_fd_ = std::move(*fd);
+  uint64_t block = write_offset_ / kDirectIoAlignment * kDirectIoAlignment;
+  tail_block_.assign(kDirectIoAlignment, 0);
+  return fs::PreadExact(active_->fd.get(), tail_block_.data(), write_offset_ - block, block,
+                        active_->path);
+}
+
 void Partition::StartPreparing() {
   ANNAL_ASSERT(!prepare_thread_.joinable() && !prepared_);
   if (active_->id >= format::kMaxSegmentId) return;
@@ -521,6 +545,7 @@ Status Partition::Roll() {
   }
   active_ = std::move(seg);
   write_offset_ = kSegmentHeaderBytes;
+  ANNAL_RETURN_IF_ERROR(OpenForWriting());
   StartPreparing();
   return Status::Ok();
 }
@@ -544,9 +569,31 @@ void Partition::Submit() {
   write_offset_ += length;
   std::swap(inflight_, gathering_);
   gathering_.Reset();
-  Status s = io_->SubmitWriteSync(inflight_.segment->fd.get(), inflight_.bytes.data(), length,
-                                  inflight_.file_offset, next_tag_++);
+  Status s = direct_io_ ? SubmitDirect(inflight_)
+                        : io_->SubmitWriteSync(inflight_.segment->fd.get(), inflight_.bytes.data(),
+                                               length, inflight_.file_offset, next_tag_++,
+                                               SyncMode::kLinkedFdatasync);
   if (!s.ok()) FailStop(s);
+}
+
+// Direct I/O writes whole aligned blocks: the batch is written together
+// with the bytes before it in its first block (already durable, rewritten
+// unchanged) and zeros after it in its last block (the file is zero there).
+Status Partition::SubmitDirect(const Batch& b) {
+  uint64_t start = b.file_offset / kDirectIoAlignment * kDirectIoAlignment;
+  size_t prefix = b.file_offset - start;
+  size_t length = b.bytes.size();
+  size_t total = (prefix + length + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
+  ANNAL_ASSERT(start + total <= active_->capacity_bytes);
+  io_buffer_.Reserve(total);
+  uint8_t* io = io_buffer_.data();
+  std::memcpy(io, tail_block_.data(), prefix);
+  std::memcpy(io + prefix, b.bytes.data(), length);
+  std::memset(io + prefix + length, 0, total - prefix - length);
+  uint64_t end = b.file_offset + length;
+  uint64_t end_block = end / kDirectIoAlignment * kDirectIoAlignment;
+  std::memcpy(tail_block_.data(), io + (end_block - start), end - end_block);
+  return io_->SubmitWriteSync(direct_fd_.get(), io, total, start, next_tag_++, SyncMode::kDsyncWrite);
 }
 
 void Partition::Complete(const IoCompletion& c) {

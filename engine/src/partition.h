@@ -158,9 +158,11 @@ class Partition {
   std::optional<Result<AppendResult>> CheckRetry(const AppendOp& op, const Head& head);
   void Encode(AppendOp& op, const Head& head);
   Status Roll();
+  Status OpenForWriting();
   void StartPreparing();
   std::shared_ptr<SegmentFile> TakePrepared();
   void Submit();
+  Status SubmitDirect(const Batch& b);
   void Complete(const IoCompletion& c);
   void Publish(const Batch& b);
   void FailStop(const Status& why);
@@ -193,6 +195,14 @@ class Partition {
   std::shared_ptr<SegmentFile> active_;
   uint64_t write_offset_ = 0;
   Batch inflight_, gathering_;
+  // Direct I/O of the active segment (see Submit): a descriptor opened with
+  // O_DIRECT, the aligned buffer the batch in flight is written from, and
+  // the bytes before write_offset_ in its block, which the next write
+  // begins with. Off when the filesystem refuses O_DIRECT.
+  bool direct_io_ = true;
+  fs::Fd direct_fd_;
+  fs::AlignedBuffer io_buffer_;
+  std::vector<uint8_t> tail_block_;
   uint64_t next_tag_ = 1;
   std::deque<std::unique_ptr<AppendOp>> backlog_;
   std::unordered_map<std::string, PendingHead> pending_;

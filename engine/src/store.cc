@@ -48,6 +48,8 @@ Status ValidateOptions(const Options& o) {
     return Status::InvalidArgument("partitions must be 1.." + std::to_string(limits::kMaxPartitions));
   if (o.segment_size_bytes < limits::kMinSegmentBytes || o.segment_size_bytes > limits::kMaxSegmentBytes)
     return Status::InvalidArgument("segment_size_bytes must be 1 MiB..1 GiB");
+  if (o.segment_size_bytes % 4096 != 0)
+    return Status::InvalidArgument("segment_size_bytes must be a multiple of 4096 (direct I/O writes whole blocks)");
   if (o.max_payload_bytes == 0 || o.max_payload_bytes > limits::kMaxPayloadBytesCeiling)
     return Status::InvalidArgument("max_payload_bytes must be 1..16 MiB");
   if (o.max_batch_bytes < 64 * 1024 || o.max_batch_bytes > limits::kMaxBatchBytesCeiling)

@@ -39,18 +39,26 @@ class UringLogWriterIo final : public LogWriterIo {
     if (event_fd_ >= 0) ::close(event_fd_);
   }
 
-  Status SubmitWriteSync(int fd, const void* data, size_t len, uint64_t offset,
-                         uint64_t tag) override {
+  Status SubmitWriteSync(int fd, const void* data, size_t len, uint64_t offset, uint64_t tag,
+                         SyncMode mode) override {
     ANNAL_ASSERT(tag < (1ull << 60));
     io_uring_sqe* w = io_uring_get_sqe(&ring_);
-    io_uring_sqe* s = w ? io_uring_get_sqe(&ring_) : nullptr;
-    ANNAL_ASSERT_MSG(w && s, "io_uring submission queue full: more in flight than designed");
+    ANNAL_ASSERT_MSG(w, "io_uring submission queue full: more in flight than designed");
     io_uring_prep_write(w, fd, data, static_cast<unsigned>(len), offset);
-    w->flags |= IOSQE_IO_LINK;
-    io_uring_sqe_set_data64(w, tag << 2 | kKindWrite);
-    io_uring_prep_fsync(s, fd, IORING_FSYNC_DATASYNC);
-    io_uring_sqe_set_data64(s, tag << 2 | kKindSync);
-    pending_[tag] = Pending{len, 0};
+    if (mode == SyncMode::kDsyncWrite) {
+      w->rw_flags = RWF_DSYNC;
+      // The write is the whole operation: its completion is the last one.
+      io_uring_sqe_set_data64(w, tag << 2 | kKindSync);
+      pending_[tag] = Pending{len, 0, true};
+    } else {
+      io_uring_sqe* s = io_uring_get_sqe(&ring_);
+      ANNAL_ASSERT_MSG(s, "io_uring submission queue full: more in flight than designed");
+      w->flags |= IOSQE_IO_LINK;
+      io_uring_sqe_set_data64(w, tag << 2 | kKindWrite);
+      io_uring_prep_fsync(s, fd, IORING_FSYNC_DATASYNC);
+      io_uring_sqe_set_data64(s, tag << 2 | kKindSync);
+      pending_[tag] = Pending{len, 0, false};
+    }
     int rc = io_uring_submit(&ring_);
     if (rc < 0) return Status::FromErrno(-rc, "io_uring_submit");
     return Status::Ok();
@@ -85,6 +93,7 @@ class UringLogWriterIo final : public LogWriterIo {
   struct Pending {
     size_t len;
     int32_t write_result;
+    bool single;  // a kDsyncWrite: the sync completion carries the write's result
   };
 
   UringLogWriterIo() = default;
@@ -103,6 +112,8 @@ class UringLogWriterIo final : public LogWriterIo {
       return;
     }
     int32_t result = it->second.write_result != 0 ? it->second.write_result : res;
+    if (it->second.single)
+      result = res < 0 ? res : (static_cast<size_t>(res) == it->second.len ? 0 : -EIO);
     pending_.erase(it);
     out->push_back(IoCompletion{tag, result});
   }

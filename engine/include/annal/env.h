@@ -17,8 +17,18 @@
 
 namespace annal {
 
-// The result of one SubmitWriteSync: 0 when both the write and the
-// fdatasync completed, otherwise a negative errno (a short write is -EIO).
+// How a write is made durable.
+enum class SyncMode : uint8_t {
+  // A write, then an fdatasync of the file linked after it.
+  kLinkedFdatasync,
+  // One write with RWF_DSYNC: complete only when durable. With O_DIRECT on
+  // preallocated, already-written space this is a single device write
+  // (FUA, or write + flush), and needs no io_uring worker thread.
+  kDsyncWrite,
+};
+
+// The result of one SubmitWriteSync: 0 when the write and its sync
+// completed, otherwise a negative errno (a short write is -EIO).
 struct IoCompletion {
   uint64_t tag = 0;
   int32_t result = 0;
@@ -32,11 +42,12 @@ class LogWriterIo {
  public:
   virtual ~LogWriterIo() = default;
 
-  // Queues a write of data[0, len) at `offset` of `fd`, then an fdatasync of
-  // `fd` ordered after it. One completion with `tag` reports both.
-  // REQUIRES: data stays valid and unchanged until the completion is reaped.
+  // Queues a write of data[0, len) at `offset` of `fd` made durable as
+  // `mode` says. One completion with `tag` reports the whole.
+  // REQUIRES: data stays valid and unchanged until the completion is reaped;
+  // for an O_DIRECT fd, data, len and offset are aligned as it requires.
   virtual Status SubmitWriteSync(int fd, const void* data, size_t len, uint64_t offset,
-                                 uint64_t tag) = 0;
+                                 uint64_t tag, SyncMode mode) = 0;
 
   // Appends finished completions to `out`. With `block`, first waits until
   // at least one completion arrives or Wake() is called.

@@ -19,7 +19,10 @@ struct Options {
   // Number of partitions (each with one writer thread, one io_uring and its
   // own segment files). Fixed when the store is created: recorded in the
   // manifest, and this field is ignored when opening an existing store.
-  uint32_t partitions = 4;
+  // Each partition syncs on its own, so on one disk more partitions mean
+  // more device flushes for the same appends: one partition per disk is
+  // fastest there (docs/benchmarks.md); more spread the writers' CPU work.
+  uint32_t partitions = 1;
 
   // Size of each preallocated segment file. Fixed at creation, like partitions.
   uint64_t segment_size_bytes = limits::kDefaultSegmentBytes;

@@ -20,6 +20,7 @@
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <malloc.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,7 +31,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <condition_variable>
+#include <fstream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -412,6 +416,91 @@ void BM_ReopenAfterCrash(benchmark::State& state) {
   state.counters["open_with_checkpoint_ms"] = open_with_checkpoint_ms;
 }
 
+// Resident memory of this process.
+uint64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size_pages = 0, resident_pages = 0;
+  statm >> size_pages >> resident_pages;
+  return resident_pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// Appends one event to each of `streams` streams named like
+// "account-0123456789abcdef" (longer than the small-string buffer, as real
+// names are), then closes the store, which writes its checkpoint.
+Status FillStreams(const std::string& dir, size_t streams) {
+  auto store = Store::Open(dir, BenchOptions());
+  if (!store.ok()) return store.status();
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t done = 0;
+  Status first_error;
+  for (size_t i = 0; i < streams; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "account-%016llx", static_cast<unsigned long long>(i * 0x9e3779b97f4a7c15ull));
+    (*store)->AppendAsync(name, ExpectedVersion::NoStream(), {EventData{.type = "AccountOpened", .payload = "{}"}},
+                          [&](Result<AppendResult> r) {
+                            std::lock_guard lock(mu);
+                            if (!r.ok() && first_error.ok()) first_error = r.status();
+                            ++done;
+                            cv.notify_one();
+                          });
+    if (i % 50'000 == 49'999) {  // stay under the queue limit
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return done == i + 1; });
+    }
+  }
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done == streams; });
+  if (!first_error.ok()) return first_error;
+  lock.unlock();
+  return (*store)->Close();
+}
+
+// Opens the store in a fresh child process and returns how much resident
+// memory the open added: the index loaded from the checkpoint, plus fixed
+// costs (rings, buffers, threads) that the caller cancels by difference.
+Result<uint64_t> ResidentGrowthOfOpen(const std::string& dir) {
+  int fds[2];
+  if (::pipe(fds) != 0) return Status::FromErrno(errno, "pipe");
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    // The parent's heap holds freed memory from filling the store; give it
+    // back so that the open's allocations show as growth.
+    ::malloc_trim(0);
+    uint64_t before = ResidentBytes();
+    auto store = Store::Open(dir, BenchOptions());
+    uint64_t growth = store.ok() ? ResidentBytes() - before : ~0ull;
+    (void)!::write(fds[1], &growth, sizeof growth);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  uint64_t growth = ~0ull;
+  (void)!::read(fds[0], &growth, sizeof growth);
+  ::close(fds[0]);
+  ::waitpid(pid, nullptr, 0);
+  if (growth == ~0ull) return Status::IoError("the measuring child could not open the store");
+  return growth;
+}
+
+// Bytes of index per stream: the difference in the open's memory between
+// a store of N streams and an empty one, divided by N.
+void BM_IndexBytesPerStream(benchmark::State& state) {
+  size_t streams = static_cast<size_t>(state.range(0));
+  ScratchDir full("index-full"), empty("index-empty");
+  Status s = FillStreams(full.path(), streams);
+  if (s.ok()) s = FillStreams(empty.path(), 0);
+  if (!s.ok()) return state.SkipWithError(s.ToString().c_str());
+  Result<uint64_t> with = Status::Unavailable("not measured"), without = with;
+  for (auto _ : state) {
+    with = ResidentGrowthOfOpen(full.path());
+    without = ResidentGrowthOfOpen(empty.path());
+  }
+  if (!with.ok() || !without.ok()) return state.SkipWithError("measuring child failed");
+  state.counters["streams"] = static_cast<double>(streams);
+  state.counters["bytes_per_stream"] = (static_cast<double>(*with) - static_cast<double>(*without)) / streams;
+}
+
 BENCHMARK(BM_DurableAppendClosedLoop)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_DurableAppendOpenLoop)
     ->Arg(100'000)
@@ -421,6 +510,7 @@ BENCHMARK(BM_DurableAppendOpenLoop)
     ->Iterations(1);
 BENCHMARK(BM_BareFdatasync)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_ReopenAfterCrash)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+BENCHMARK(BM_IndexBytesPerStream)->Arg(200'000)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 }  // namespace
 }  // namespace annal::bench

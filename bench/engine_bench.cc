@@ -2,8 +2,12 @@
 //
 //   BM_DurableAppendClosedLoop  64 appenders, one append each in flight.
 //   BM_DurableAppendOpenLoop    appends offered at a fixed rate (the argument).
-//   BM_BareFdatasync            one io_uring write+fdatasync pair at a time:
-//                               the device's floor under the numbers above.
+//   BM_BareFdatasync            one io_uring write+fdatasync pair at a time
+//                               into fallocate'd space (what a naive log does).
+//   BM_BareDsyncWrite           one O_DIRECT RWF_DSYNC write at a time into
+//                               zero-filled space: the engine's own I/O, and
+//                               so the device's floor under its numbers.
+//   BM_IndexBytesPerStream      resident memory of the stream index.
 //   BM_ReopenAfterCrash         Store::Open after a crash that left a whole
 //                               log to replay, then after a clean Close.
 //
@@ -31,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <condition_variable>
 #include <fstream>
 #include <memory>
@@ -220,6 +225,17 @@ class Ring {
     return Status::Ok();
   }
 
+  // One write with RWF_DSYNC: returns when data[0, len) is durable.
+  Status DsyncWrite(int fd, const void* data, size_t len, uint64_t offset) {
+    io_uring_sqe* write = io_uring_get_sqe(&ring_);
+    io_uring_prep_write(write, fd, data, static_cast<unsigned>(len), offset);
+    write->rw_flags = RWF_DSYNC;
+    io_uring_sqe_set_data64(write, kWriteTag);
+    int rc = io_uring_submit_and_wait(&ring_, 1);
+    if (rc < 0) return Status::FromErrno(-rc, "io_uring_submit_and_wait");
+    return ReapOne(len);
+  }
+
   // Writes data[0, len) at `offset`, then fdatasyncs `fd`, linked so that
   // the sync starts only after the write; returns when both completed.
   Status WriteThenDatasync(int fd, const void* data, size_t len, uint64_t offset) {
@@ -273,6 +289,51 @@ Status TimeWriteSyncPairs(int fd, std::vector<int64_t>* latencies_ns) {
     latencies_ns->push_back(ElapsedNs(start, Clock::now()));
   }
   return Status::Ok();
+}
+
+// A file of `bytes` written full of zeros and synced, opened for direct I/O.
+Result<int> OpenZeroFilledDirect(const std::filesystem::path& path, uint64_t bytes) {
+  {
+    std::vector<char> zeros(1 << 20, 0);
+    std::ofstream out(path, std::ios::binary);
+    for (uint64_t at = 0; at < bytes; at += zeros.size()) out.write(zeros.data(), zeros.size());
+    if (!out) return Status::IoError("writing zeros to " + path.string());
+  }
+  int fd = ::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open O_DIRECT " + path.string());
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    return Status::FromErrno(errno, "fsync " + path.string());
+  }
+  return fd;
+}
+
+void BM_BareDsyncWrite(benchmark::State& state) {
+  ScratchDir dir("bare-dsync");
+  Result<int> fd = OpenZeroFilledDirect(dir.path() / "sync.dat", kSyncFileBytes);
+  if (!fd.ok()) return state.SkipWithError(fd.status().ToString().c_str());
+  std::unique_ptr<char, decltype(&std::free)> block(
+      static_cast<char*>(std::aligned_alloc(4096, kSyncWriteBytes)), &std::free);
+  std::string payload = JsonPayload(kSyncWriteBytes, 0);
+  std::memcpy(block.get(), payload.data(), kSyncWriteBytes);
+  std::vector<int64_t> latencies_ns;
+  latencies_ns.reserve(kSyncRounds);
+  Ring ring;
+  Status status = ring.Init(8);
+  int64_t elapsed_ns = 0;
+  for (auto _ : state) {
+    Clock::time_point start = Clock::now();
+    for (int i = 0; status.ok() && i < kSyncRounds; ++i) {
+      Clock::time_point one = Clock::now();
+      status = ring.DsyncWrite(*fd, block.get(), kSyncWriteBytes, static_cast<uint64_t>(i) * kSyncWriteBytes);
+      latencies_ns.push_back(ElapsedNs(one, Clock::now()));
+    }
+    elapsed_ns = ElapsedNs(start, Clock::now());
+  }
+  ::close(*fd);
+  if (!status.ok()) return state.SkipWithError(status.ToString().c_str());
+  state.counters["syncs_per_s"] = static_cast<double>(latencies_ns.size()) * 1e9 / elapsed_ns;
+  ReportLatency(state, Summarize(std::move(latencies_ns)));
 }
 
 void BM_BareFdatasync(benchmark::State& state) {
@@ -509,6 +570,7 @@ BENCHMARK(BM_DurableAppendOpenLoop)
     ->UseRealTime()
     ->Iterations(1);
 BENCHMARK(BM_BareFdatasync)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+BENCHMARK(BM_BareDsyncWrite)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_ReopenAfterCrash)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_IndexBytesPerStream)->Arg(200'000)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
+#include <thread>
 
 #include "annal/store.h"
 #include "fault_env.h"
@@ -356,6 +358,112 @@ TEST_F(FailStopTest, TornWriteAfterFailureIsDroppedOnReopen) {
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   EXPECT_TRUE(Logged("dropping a torn final batch"));
   EXPECT_EQ((*store)->GetStreamInfo("t-1")->event_count, 3u);
+}
+
+}  // namespace
+}  // namespace annal
+
+namespace annal {
+namespace {
+
+// A filesystem of a few MiB: a tmpfs mounted for the test (needs root, as
+// CI runs; elsewhere the test says why it cannot run).
+class DiskFullTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mount_ = std::filesystem::absolute("test-data-diskfull-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(mount_);
+    std::string cmd = "mount -t tmpfs -o size=6m tmpfs '" + mount_.string() + "' 2>/dev/null";
+    mounted_ = std::system(cmd.c_str()) == 0;
+    if (!mounted_) GTEST_SKIP() << "cannot mount a small tmpfs here (needs root): disk-full behaviour untested";
+    options_.partitions = 1;
+    options_.segment_size_bytes = 1024 * 1024;
+    options_.log = [this](const std::string& l) { log_.push_back(l); };
+  }
+  void TearDown() override {
+    if (mounted_) (void)std::system(("umount '" + mount_.string() + "'").c_str());
+    std::filesystem::remove_all(mount_);
+  }
+  std::string Dir() { return (mount_ / "store").string(); }
+
+  std::filesystem::path mount_;
+  bool mounted_ = false;
+  Options options_;
+  std::vector<std::string> log_;
+};
+
+TEST_F(DiskFullTest, FullDiskFailStopsWithAClearErrorAndKeepsWhatWasAcknowledged) {
+  uint64_t acknowledged = 0;
+  Status failure;
+  {
+    auto store = Store::Open(Dir(), options_);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    std::string payload(100 * 1024, 'p');
+    for (int i = 0; i < 200; ++i) {
+      auto r = (*store)->Append("full-1", ExpectedVersion::Any(), {Event("T", payload)});
+      if (!r.ok()) {
+        failure = r.status();
+        break;
+      }
+      ++acknowledged;
+    }
+    ASSERT_FALSE(failure.ok()) << "6 MiB cannot hold 200 appends of 100 KiB";
+    EXPECT_EQ(failure.code(), StatusCode::kFailStopped);
+    EXPECT_NE(failure.message().find("No space left on device"), std::string::npos) << failure.message();
+    EXPECT_EQ((*store)->DurableHead(), GlobalPosition(acknowledged));
+  }
+  ASSERT_GT(acknowledged, 10u);
+  // Everything acknowledged is still there, on the same full disk.
+  auto store = Store::Open(Dir(), options_);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto events = (*store)->ReadStream("full-1", StreamVersion(0), ReadDirection::kForward, 1000);
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  EXPECT_EQ(events->size(), acknowledged);
+}
+
+TEST(StoreOpenTest, UnusableIoUringIsReportedAtOpen) {
+  class NoUringEnv final : public Env {
+   public:
+    Status Probe() override { return Status::Unavailable("io_uring is not usable here (test)"); }
+    Result<std::unique_ptr<LogWriterIo>> NewLogWriterIo() override { return Status::Unavailable("unused"); }
+  } env;
+  TempDir dir("probe");
+  Options options = testing::SmallOptions();
+  options.env = &env;
+  auto store = Store::Open(dir.path(), options);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(store.status().message().find("io_uring is not usable"), std::string::npos);
+}
+
+TEST(StoreOpenTest, CheckpointIsWrittenInTheBackgroundAfterTheIntervalOfLog) {
+  TempDir dir("ckpt-interval");
+  Options options = testing::SmallOptions();
+  options.partitions = 1;
+  options.checkpoint_interval_bytes = 64 * 1024;
+  auto store = Store::Open(dir.path(), options);
+  ASSERT_TRUE(store.ok());
+  std::string ckpt = dir.path() + "/" + format::PartitionDirName(0) + "/" + format::CheckpointFileName();
+  EXPECT_FALSE(std::filesystem::exists(ckpt));
+  for (int i = 0; i < 20; ++i)
+    ASSERT_TRUE((*store)->Append("c-1", ExpectedVersion::Any(), {Event("T", std::string(8192, 'x'))}).ok());
+  // The checkpointer looks every 200 ms; give it a bounded while.
+  for (int i = 0; i < 50 && !std::filesystem::exists(ckpt); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(std::filesystem::exists(ckpt));
+}
+
+TEST(StoreOpenTest, OptionsOutOfRangeAreRefused) {
+  TempDir dir("options");
+  Options options = testing::SmallOptions();
+  options.segment_size_bytes = 1024 * 1024 + 1;
+  EXPECT_EQ(Store::Open(dir.path(), options).status().code(), StatusCode::kInvalidArgument);
+  options = testing::SmallOptions();
+  options.partitions = 0;
+  EXPECT_EQ(Store::Open(dir.path(), options).status().code(), StatusCode::kInvalidArgument);
+  options = testing::SmallOptions();
+  options.create_if_missing = false;
+  EXPECT_EQ(Store::Open(dir.path() + "/nothing", options).status().code(), StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -124,6 +124,33 @@ TEST_F(RecoveryTest, TornFinalBatchIsDroppedAndAppendsContinue) {
   EXPECT_EQ((*events)[4].payload, "after");
 }
 
+TEST_F(RecoveryTest, BlocksOfAnIncompleteBatchBehindAZeroHeaderAreCleared) {
+  // After a power loss the device may keep later blocks of the batch in
+  // flight but not its first: a zero header with bytes behind it.
+  WriteAndCloseWithoutCheckpoint(3);
+  BatchAt last = Batches(Segment()).back();
+  uint64_t end = last.offset + last.length;
+  uint64_t garbage_at = (end / 4096 + 2) * 4096;
+  Overwrite(Segment(), garbage_at, std::string(3000, 'g'));
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    EXPECT_EQ((*store)->GetStreamInfo("r-1")->event_count, 3u);
+    // A batch that ends exactly where the old bytes begin: the next scan
+    // reads its following header there.
+    size_t overhead = format::kBatchHeaderBytes + format::kBatchTrailerBytes +
+                      format::RecordSize(std::string("r-1").size(), 1, 2, 0);
+    std::string payload(garbage_at - end - overhead, 'x');
+    ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Exact(2), {Event("T", payload)}).ok());
+    BatchAt appended = Batches(Segment()).back();
+    ASSERT_EQ(appended.offset + appended.length, garbage_at);
+  }
+  std::filesystem::remove(CheckpointPath());
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ((*store)->GetStreamInfo("r-1")->event_count, 4u);
+}
+
 TEST_F(RecoveryTest, FileCutMidBatchIsATornTail) {
   WriteAndCloseWithoutCheckpoint(3);
   auto batches = Batches(Segment());

@@ -141,17 +141,12 @@ Result<std::string> ReadWholeFile(const std::string& path) {
   return data;
 }
 
-Status ZeroTail(int fd, uint64_t offset, uint64_t file_size, const std::string& path) {
-  if (offset >= file_size) return Status::Ok();
-  off_t len = static_cast<off_t>(file_size - offset);
-  if (::fallocate(fd, FALLOC_FL_ZERO_RANGE, static_cast<off_t>(offset), len) != 0) {
-    // Some filesystems lack ZERO_RANGE: write zeros instead.
-    std::vector<uint8_t> zeros(1 << 20, 0);
-    for (uint64_t at = offset; at < file_size;) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), file_size - at));
-      ANNAL_RETURN_IF_ERROR(PwriteAll(fd, zeros.data(), n, at, path));
-      at += n;
-    }
+Status WriteZeros(int fd, uint64_t from, uint64_t to, const std::string& path) {
+  std::vector<uint8_t> zeros(static_cast<size_t>(std::min<uint64_t>(1 << 20, to - from)), 0);
+  for (uint64_t at = from; at < to;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), to - at));
+    ANNAL_RETURN_IF_ERROR(PwriteAll(fd, zeros.data(), n, at, path));
+    at += n;
   }
   return Fdatasync(fd, path);
 }

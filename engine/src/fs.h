@@ -69,8 +69,9 @@ Status WriteFileAtomically(const std::string& dir, const std::string& name,
                            const std::string& data);
 Result<std::string> ReadWholeFile(const std::string& path);
 
-// Makes [offset, end of file) read as zeros and syncs it, so that bytes
-// after a dropped torn batch can never be mistaken for data later.
-Status ZeroTail(int fd, uint64_t offset, uint64_t file_size, const std::string& path);
+// Writes zeros over [from, to), extending the file if needed, and syncs.
+// Real zeros rather than FALLOC_FL_ZERO_RANGE or fallocate: those leave
+// unwritten extents, which make every later sync of a write there slower.
+Status WriteZeros(int fd, uint64_t from, uint64_t to, const std::string& path);
 
 }  // namespace annal::fs

@@ -153,10 +153,25 @@ bool Partition::LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset) {
 // A segment that is written to again must have its full preallocated size.
 static Status RestoreCapacity(SegmentFile& seg) {
   if (seg.size_bytes >= seg.capacity_bytes) return Status::Ok();
-  if (::fallocate(seg.fd.get(), 0, 0, static_cast<off_t>(seg.capacity_bytes)) != 0)
-    return Status::FromErrno(errno, "fallocate " + seg.path);
-  ANNAL_RETURN_IF_ERROR(fs::Fdatasync(seg.fd.get(), seg.path));
+  ANNAL_RETURN_IF_ERROR(fs::WriteZeros(seg.fd.get(), seg.size_bytes, seg.capacity_bytes, seg.path));
   seg.size_bytes = seg.capacity_bytes;
+  return Status::Ok();
+}
+
+// Makes [from, from + window) of `seg` read as zeros if anything else is
+// there, so that bytes of a batch that never completed cannot be taken for
+// data by a later scan. Reads first: the common case writes nothing.
+static Status ClearAfter(const SegmentFile& seg, uint64_t from, uint64_t window) {
+  uint64_t to = std::min(seg.size_bytes, from + window);
+  if (from >= to) return Status::Ok();
+  std::vector<uint8_t> buf(static_cast<size_t>(std::min<uint64_t>(1 << 20, to - from)));
+  for (uint64_t at = from; at < to;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), to - at));
+    ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg.fd.get(), buf.data(), n, at, seg.path));
+    if (std::any_of(buf.begin(), buf.begin() + static_cast<ptrdiff_t>(n), [](uint8_t b) { return b != 0; }))
+      return fs::WriteZeros(seg.fd.get(), from, to, seg.path);
+    at += n;
+  }
   return Status::Ok();
 }
 
@@ -173,6 +188,7 @@ bool Partition::LaterSegmentsEmpty(size_t slot) {
 Status Partition::ScanFrom(uint32_t start_slot, uint32_t start_offset) {
   std::vector<uint8_t> buf;
   size_t last_data_slot = start_slot;
+  uint64_t torn_until = 0;  // end of a dropped torn batch
   for (size_t i = start_slot; i < segments_.size(); ++i) {
     SegmentSlot& slot = segments_[i];
     uint64_t offset = i == start_slot ? start_offset : kSegmentHeaderBytes;
@@ -208,6 +224,7 @@ Status Partition::ScanFrom(uint32_t start_slot, uint32_t start_offset) {
         Log("dropping a torn final batch at " + slot.file->path + " offset " +
             std::to_string(offset) + " (" + c.why + "); it was never acknowledged");
         last_data_slot = i;
+        torn_until = after;
         stop = true;
         break;
       }
@@ -215,11 +232,14 @@ Status Partition::ScanFrom(uint32_t start_slot, uint32_t start_offset) {
     }
     if (stop) break;
   }
-  // Bytes after the last valid batch were never acknowledged; zero them so a
-  // later scan can never read them as data.
+  // Bytes after the last valid batch were never acknowledged: a dropped torn
+  // batch, or, after a power loss, blocks of the batch in flight whose first
+  // block never reached the disk (a batch is at most max_batch_bytes and one
+  // write). Zero them so a later scan can never read them as data.
   SegmentSlot& tail = segments_[last_data_slot];
-  ANNAL_RETURN_IF_ERROR(
-      fs::ZeroTail(tail.file->fd.get(), tail.summary.end_offset, tail.file->size_bytes, tail.file->path));
+  uint64_t window = std::max<uint64_t>(config_.max_batch_bytes + kDirectIoAlignment,
+                                       torn_until > tail.summary.end_offset ? torn_until - tail.summary.end_offset : 0);
+  ANNAL_RETURN_IF_ERROR(ClearAfter(*tail.file, tail.summary.end_offset, window));
   for (size_t i = last_data_slot; i < segments_.size(); ++i)
     ANNAL_RETURN_IF_ERROR(RestoreCapacity(*segments_[i].file));
   // Empty segments after the last one with data would leave a hole in the

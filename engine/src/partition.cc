@@ -311,8 +311,8 @@ void Partition::Enqueue(std::unique_ptr<AppendOp> op) {
     else if (stopping_)
       refused = Status::Unavailable("the store is closing");
     else if (queue_.size() >= limits::kMaxQueuedAppendsPerPartition)
-      refused = Status::Unavailable("partition " + std::to_string(config_.id) +
-                                    " is overloaded: too many appends queued");
+      refused = Status::Overloaded("partition " + std::to_string(config_.id) +
+                                   " is overloaded: too many appends queued");
     else
       queue_.push_back(std::move(op));
   }
@@ -600,6 +600,7 @@ void Partition::Submit() {
   write_offset_ += length;
   std::swap(inflight_, gathering_);
   gathering_.Reset();
+  submitted_at_ = std::chrono::steady_clock::now();
   Status s = direct_io_ ? SubmitDirect(inflight_)
                         : io_->SubmitWriteSync(inflight_.segment->fd.get(), inflight_.bytes.data(),
                                                length, inflight_.file_offset, next_tag_++,
@@ -636,6 +637,12 @@ void Partition::Complete(const IoCompletion& c) {
   }
   Publish(inflight_);
   sequencer_->MarkDurable(inflight_.first_position);
+  sync_seconds_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - submitted_at_).count());
+  batch_events_.Observe(static_cast<double>(inflight_.record_offsets.size()));
+  stat_batches_.fetch_add(1, std::memory_order_relaxed);
+  stat_events_.fetch_add(inflight_.record_offsets.size(), std::memory_order_relaxed);
+  stat_appends_.fetch_add(inflight_.ops.size(), std::memory_order_relaxed);
+  stat_bytes_.fetch_add(inflight_.bytes.size(), std::memory_order_relaxed);
   bytes_since_checkpoint_.fetch_add(inflight_.bytes.size());
   for (auto& op : inflight_.ops) {
     auto p = pending_.find(op->stream);
@@ -684,6 +691,7 @@ void Partition::FailStop(const Status& why) {
   }
   if (!writer_failed_) Log(stopped.message());
   writer_failed_ = true;
+  stat_fail_stopped_ = true;
   for (auto& op : inflight_.ops) op->done(stopped);
   for (auto& op : gathering_.ops) op->done(stopped);
   for (auto& op : backlog_) op->done(stopped);
@@ -837,6 +845,23 @@ Status Partition::Cursor::LoadNextBatch() {
                            events_.push_back(format::ToRecordedEvent(r));
                          return Status::Ok();
                        });
+}
+
+PartitionStats Partition::Stats() const {
+  PartitionStats s;
+  s.partition = config_.id;
+  s.batches = stat_batches_.load(std::memory_order_relaxed);
+  s.events = stat_events_.load(std::memory_order_relaxed);
+  s.appends = stat_appends_.load(std::memory_order_relaxed);
+  s.bytes_written = stat_bytes_.load(std::memory_order_relaxed);
+  s.fail_stopped = stat_fail_stopped_.load();
+  s.sync_seconds = sync_seconds_.Take();
+  s.batch_events = batch_events_.Take();
+  std::shared_lock lock(mu_);
+  s.streams = streams_.size();
+  s.segments = segments_.size();
+  s.bytes_on_disk = segments_.size() * config_.segment_bytes;
+  return s;
 }
 
 // ---------------------------------------------------------------- checkpoints

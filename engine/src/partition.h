@@ -25,6 +25,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "annal/env.h"
+#include "annal/stats.h"
 #include "annal/store.h"
 #include "checkpoint.h"
 #include "segment.h"
@@ -111,6 +113,7 @@ class Partition {
     std::vector<uint8_t> buf_;
   };
 
+  PartitionStats Stats() const;
   Status WriteCheckpoint();
   uint64_t bytes_since_checkpoint() const { return bytes_since_checkpoint_.load(); }
   uint32_t id() const { return config_.id; }
@@ -214,6 +217,13 @@ class Partition {
   std::thread prepare_thread_;
   std::shared_ptr<SegmentFile> prepared_;
   Status prepare_status_;
+
+  // Monitoring (stats.h): written by the writer thread, read by anyone.
+  std::atomic<uint64_t> stat_batches_{0}, stat_events_{0}, stat_appends_{0}, stat_bytes_{0};
+  std::atomic<bool> stat_fail_stopped_{false};
+  Histogram sync_seconds_{LatencyBoundsSeconds()};
+  Histogram batch_events_{SizeBounds()};
+  std::chrono::steady_clock::time_point submitted_at_;  // writer thread only
 
   std::mutex checkpoint_mu_;
   std::atomic<uint64_t> bytes_since_checkpoint_{0};

@@ -43,7 +43,22 @@ void Sequencer::MarkDurable(uint64_t first_position) {
     head = in_flight_.front().first + in_flight_.front().count - 1;
     in_flight_.pop_front();
   }
-  durable_head_.store(head, std::memory_order_release);
+  if (head != durable_head_.load(std::memory_order_relaxed)) {
+    durable_head_.store(head, std::memory_order_release);
+    advanced_.notify_all();
+  }
+}
+
+uint64_t Sequencer::WaitForDurableHead(uint64_t after, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  advanced_.wait_for(lock, timeout, [&] { return closed_ || DurableHead() > after; });
+  return DurableHead();
+}
+
+void Sequencer::Close() {
+  std::lock_guard lock(mu_);
+  closed_ = true;
+  advanced_.notify_all();
 }
 
 }  // namespace annal

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -31,6 +33,11 @@ class Sequencer {
   Reservation Reserve(uint32_t count);
   void MarkDurable(uint64_t first_position);
   uint64_t DurableHead() const { return durable_head_.load(std::memory_order_acquire); }
+  // Blocks until the durable head passes `after`, `timeout` passes, or
+  // Close() is called; returns the durable head.
+  uint64_t WaitForDurableHead(uint64_t after, std::chrono::milliseconds timeout);
+  // Wakes every waiter for good.
+  void Close();
 
  private:
   struct Range {
@@ -43,6 +50,8 @@ class Sequencer {
   int64_t last_recorded_at_ns_;      // guarded by mu_
   std::deque<Range> in_flight_;      // guarded by mu_; ascending by first
   std::atomic<uint64_t> durable_head_;
+  std::condition_variable advanced_;  // waits on mu_
+  bool closed_ = false;               // guarded by mu_
 };
 
 }  // namespace annal

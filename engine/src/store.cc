@@ -79,6 +79,16 @@ class StoreImpl final : public Store {
   GlobalPosition DurableHead() const override {
     return GlobalPosition(sequencer_ ? sequencer_->DurableHead() : 0);
   }
+  GlobalPosition WaitForDurableHead(GlobalPosition after, std::chrono::milliseconds timeout) override {
+    if (!sequencer_) return GlobalPosition(0);
+    return GlobalPosition(sequencer_->WaitForDurableHead(after.get(), timeout));
+  }
+  StoreStats GetStats() const override {
+    StoreStats s;
+    s.durable_head = DurableHead().get();
+    for (const auto& p : partitions_) s.partitions.push_back(p->Stats());
+    return s;
+  }
   Status Checkpoint() override;
   Status Close() override;
 
@@ -338,6 +348,7 @@ Status StoreImpl::Close() {
   checkpointer_cv_.notify_all();
   if (checkpointer_.joinable()) checkpointer_.join();
   for (auto& p : partitions_) p->StopWriter();
+  if (sequencer_) sequencer_->Close();
   Status s = CheckpointAll();
   // Release files and the directory lock: the store may be opened again.
   partitions_.clear();

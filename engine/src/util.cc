@@ -27,6 +27,7 @@ const char* StatusCodeName(StatusCode code) {
     case StatusCode::kFailStopped: return "fail-stopped";
     case StatusCode::kUnavailable: return "unavailable";
     case StatusCode::kAlreadyExists: return "already exists";
+    case StatusCode::kOverloaded: return "overloaded";
   }
   return "unknown";
 }

@@ -27,6 +27,7 @@ enum class StatusCode : uint8_t {
   kFailStopped,          // the partition stopped after a failed write/fsync
   kUnavailable,          // the store is closing or the feature is missing
   kAlreadyExists,        // create over an existing store, and similar
+  kOverloaded,           // too much queued; try again later
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -43,6 +44,7 @@ class [[nodiscard]] Status {
   static Status FailStopped(std::string m) { return {StatusCode::kFailStopped, std::move(m)}; }
   static Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
   static Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
+  static Status Overloaded(std::string m) { return {StatusCode::kOverloaded, std::move(m)}; }
   // A failed expected-version check carries the stream's actual version:
   // -1 when the stream does not exist.
   static Status WrongExpectedVersion(std::string m, int64_t actual_version) {

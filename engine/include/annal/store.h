@@ -16,6 +16,7 @@
 // Reads never block writers for longer than a short critical section.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "annal/options.h"
+#include "annal/stats.h"
 #include "annal/status.h"
 #include "annal/types.h"
 
@@ -48,8 +50,8 @@ class Store {
   //
   // Errors: kInvalidArgument / kTooLarge for bad input (reported before
   // queueing), kWrongExpectedVersion (carrying the actual version),
-  // kFailStopped once the partition stopped, kUnavailable after Close and
-  // when the partition's queue is full.
+  // kFailStopped once the partition stopped, kUnavailable after Close,
+  // kOverloaded when the partition's queue is full.
   //
   // Idempotent retries: when every event carries a client-given id and the
   // stream already holds events with exactly those ids, in that order, at the
@@ -86,6 +88,14 @@ class Store {
   // The highest position P such that every event at or below P that will
   // ever exist is durable and readable. 0 for an empty store.
   virtual GlobalPosition DurableHead() const = 0;
+
+  // Blocks until DurableHead() passes `after`, `timeout` passes or the store
+  // closes; returns DurableHead(). For tailing readers.
+  virtual GlobalPosition WaitForDurableHead(GlobalPosition after,
+                                            std::chrono::milliseconds timeout) = 0;
+
+  // Counters and histograms for monitoring.
+  virtual StoreStats GetStats() const = 0;
 
   // Writes an index checkpoint of every partition now.
   virtual Status Checkpoint() = 0;

@@ -829,6 +829,15 @@ Status Partition::Cursor::LoadNextBatch() {
     offset_ = kSegmentHeaderBytes;
   }
   format::BatchHeader h;
+  // Skip batches wholly before `from_` on their header alone.
+  uint8_t hb[format::kBatchHeaderBytes];
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg_->fd.get(), hb, sizeof hb, offset_, seg_->path));
+  Status hs = format::DecodeBatchHeader(hb, &h);
+  if (!hs.ok()) return CorruptionAt(*seg_, offset_, hs.message());
+  if (h.first_position + h.count - 1 < from_ && offset_ + h.length <= end_offset_) {
+    offset_ += h.length;
+    return Status::Ok();
+  }
   ANNAL_ASSIGN_OR_RETURN(BatchCheck c, CheckBatchAt(*seg_, offset_, &buf_, &h));
   if (c.kind != BatchCheck::kValid)
     return CorruptionAt(*seg_, offset_, c.kind == BatchCheck::kEnd ? "data ends early" : c.why);
@@ -838,7 +847,6 @@ Status Partition::Cursor::LoadNextBatch() {
     done_ = true;
     return Status::Ok();
   }
-  if (h.first_position + h.count - 1 < from_) return Status::Ok();
   return ForEachRecord(*seg_, batch_offset, buf_.data(), h,
                        [&](const format::RecordView& r, uint32_t) -> Status {
                          if (r.position >= from_ && r.position <= until_)

@@ -34,7 +34,9 @@ inline constexpr size_t kMaxQueuedAppendsPerPartition = 65'536;
 inline constexpr size_t kMaxReadCount = 100'000;
 // Anchors kept per stream in memory to start stream reads near their target.
 inline constexpr size_t kStreamAnchors = 8;
-// The in-memory position index of a segment keeps one entry per this many bytes.
-inline constexpr uint64_t kPositionIndexStrideBytes = 256 * 1024;
+// The in-memory position index of a segment keeps one entry per this many
+// bytes (12 bytes of memory each: 12 KiB per 64 MiB segment), so a read of
+// the global log from a position skips at most this much on batch headers.
+inline constexpr uint64_t kPositionIndexStrideBytes = 64 * 1024;
 
 }  // namespace annal::limits

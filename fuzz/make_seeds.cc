@@ -1,7 +1,9 @@
 // Writes seed inputs for the fuzz targets: small valid encodings made with
-// the engine's own encoders, so the fuzzer starts from real structure.
+// the engine's and the wire codec's own encoders, so the fuzzer starts from
+// real structure.
 //
-//   make_seeds <corpus-dir>   writes <corpus-dir>/{fuzz_record,fuzz_batch,fuzz_checkpoint}/seed-*
+//   make_seeds <corpus-dir>   writes <corpus-dir>/<target>/seed-* for fuzz_record,
+//                             fuzz_batch, fuzz_checkpoint and fuzz_frame
 //
 // The output is deterministic, so running it again rewrites the same files.
 #include <cstdint>
@@ -15,6 +17,7 @@
 #include "annal/assert.h"
 #include "checkpoint.h"
 #include "format.h"
+#include "protocol.h"
 #include "stream_index.h"
 
 namespace {
@@ -184,6 +187,134 @@ void CheckpointSeeds(const std::filesystem::path& dir) {
   WriteCheckpoint(dir, "seed-two-segments-three-streams", h, {seg0, seg1}, three);
 }
 
+// --- fuzz_frame: frames from the wire codec's own encoders (server/protocol.h).
+
+namespace protocol = annal::protocol;
+
+annal::RecordedEvent SomeEvent(uint64_t version, uint64_t position) {
+  annal::RecordedEvent e;
+  e.stream = "account-42";
+  e.version = annal::StreamVersion(version);
+  e.position = annal::GlobalPosition(position);
+  e.recorded_at_ns = kSomeTimeNs;
+  e.id = SomeId(static_cast<uint8_t>(position));
+  e.type = "AccountCredited";
+  e.metadata = "{}";
+  e.payload = R"({"amount":10})";
+  return e;
+}
+
+void WriteFrames(const std::filesystem::path& dir, const std::string& name,
+                 const std::string& frames) {
+  WriteSeed(dir, name, frames.data(), frames.size());
+}
+
+// What a client sends: HELLO, then one of every request, pipelined.
+std::string ClientSession() {
+  std::string out;
+  protocol::AppendFrame(&out, protocol::Op::kHello, 1, protocol::Hello{1, "annal-cli"});
+  protocol::AppendFrame(&out, protocol::Op::kPing, 2, protocol::Ping{42});
+  protocol::AppendRequest append;
+  append.stream = "account-42";
+  append.expected = annal::ExpectedVersion::Exact(3);
+  annal::EventData a;
+  a.id = SomeId(7);
+  a.type = "AccountCredited";
+  a.metadata = "{}";
+  a.payload = R"({"amount":10})";
+  annal::EventData b;  // nil id, empty metadata, binary payload
+  b.type = "AccountDebited";
+  b.payload = std::string("\0\x01\xff", 3);
+  append.events = {a, b};
+  protocol::AppendFrame(&out, protocol::Op::kAppend, 3, append);
+  protocol::AppendFrame(
+      &out, protocol::Op::kReadStream, 4,
+      protocol::ReadStreamRequest{"account-42", 0, annal::ReadDirection::kBackward, 100});
+  protocol::ReadAllRequest read_all;
+  read_all.from_position = 1;
+  read_all.max_count = 1000;
+  read_all.filter = {
+      protocol::Filter::Kind::kCategory, "account", {"AccountCredited", "AccountDebited"}};
+  protocol::AppendFrame(&out, protocol::Op::kReadAll, 5, read_all);
+  protocol::AppendFrame(&out, protocol::Op::kStreamInfo, 6,
+                        protocol::StreamInfoRequest{"account-42"});
+  protocol::SubscribeRequest all;
+  all.from = 1;
+  all.filter = {protocol::Filter::Kind::kStreamPrefix, "account-", {}};
+  protocol::AppendFrame(&out, protocol::Op::kSubscribe, 7, all);
+  protocol::SubscribeRequest one;
+  one.scope = protocol::SubscribeRequest::Scope::kStream;
+  one.stream = "account-42";
+  protocol::AppendFrame(&out, protocol::Op::kSubscribe, 8, one);
+  protocol::AppendFrame(&out, protocol::Op::kUnsubscribe, 9, protocol::UnsubscribeRequest{7});
+  return out;
+}
+
+// What a server sends back: one of every response.
+std::string ServerSession() {
+  std::string out;
+  protocol::HelloOk ok;
+  ok.max_in_flight = 1024;
+  ok.server_name = "annald";
+  protocol::AppendFrame(&out, protocol::Op::kHelloOk, 1, ok);
+  protocol::AppendFrame(&out, protocol::Op::kPong, 2, protocol::Ping{42});
+  annal::AppendResult appended;
+  appended.first_version = annal::StreamVersion(4);
+  appended.last_version = annal::StreamVersion(5);
+  appended.first_position = annal::GlobalPosition(10);
+  appended.last_position = annal::GlobalPosition(11);
+  appended.recorded_at_ns = kSomeTimeNs;
+  protocol::AppendFrame(&out, protocol::Op::kAppendOk, 3, appended);
+  protocol::AppendFrame(&out, protocol::Op::kEvents, 4,
+                        protocol::EventsResponse{{SomeEvent(5, 11), SomeEvent(4, 10)}});
+  protocol::AppendFrame(&out, protocol::Op::kAllEvents, 5,
+                        protocol::AllEventsResponse{12, {SomeEvent(4, 10)}});
+  annal::StreamInfo info;
+  info.stream = "account-42";
+  info.head_version = annal::StreamVersion(5);
+  info.event_count = 6;
+  info.first_recorded_at_ns = info.last_recorded_at_ns = kSomeTimeNs;
+  protocol::AppendFrame(&out, protocol::Op::kStreamInfoOk, 6, info);
+  protocol::AppendFrame(&out, protocol::Op::kSubscribed, 7, protocol::SubscribedResponse{11});
+  protocol::AppendFrame(&out, protocol::Op::kSubEvents, 7,
+                        protocol::EventsResponse{{SomeEvent(0, 1)}});
+  protocol::AppendFrame(&out, protocol::Op::kCaughtUp, 7, protocol::CaughtUp{11});
+  protocol::AppendFrame(
+      &out, protocol::Op::kSubDropped, 8,
+      protocol::ErrorResponse{protocol::ErrorCode::kSubscriptionDropped, -1, "too slow"});
+  protocol::AppendEmptyFrame(&out, protocol::Op::kUnsubscribed, 9);
+  protocol::AppendFrame(
+      &out, protocol::Op::kError, 10,
+      protocol::ErrorResponse{protocol::ErrorCode::kWrongExpectedVersion, 5, "at 5, not 3"});
+  return out;
+}
+
+// Walks `frames` by their length fields and writes each frame on its own.
+void WriteEachFrame(const std::filesystem::path& dir, const std::string& prefix,
+                    const std::string& frames) {
+  size_t at = 0;
+  while (at < frames.size()) {
+    protocol::FrameHeader h;
+    ANNAL_ASSERT(protocol::DecodeFrameHeader(reinterpret_cast<const uint8_t*>(frames.data() + at),
+                                             protocol::kDefaultMaxFrameBytes, &h)
+                     .ok());
+    WriteFrames(dir, prefix + protocol::OpName(h.op) + "-" + std::to_string(h.request_id),
+                frames.substr(at, h.length));
+    at += h.length;
+  }
+}
+
+void FrameSeeds(const std::filesystem::path& dir) {
+  const std::string client = ClientSession();
+  const std::string server = ServerSession();
+  WriteFrames(dir, "seed-client-session", client);
+  WriteFrames(dir, "seed-server-session", server);
+  WriteEachFrame(dir, "seed-frame-", client);
+  WriteEachFrame(dir, "seed-frame-", server);
+  // A frame cut short, as a server sees it while the rest is in flight.
+  WriteFrames(dir, "seed-truncated-append", client.substr(0, 60));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -195,5 +326,6 @@ int main(int argc, char** argv) {
   RecordSeeds(corpus / "fuzz_record");
   BatchSeeds(corpus / "fuzz_batch");
   CheckpointSeeds(corpus / "fuzz_checkpoint");
+  FrameSeeds(corpus / "fuzz_frame");
   return 0;
 }

@@ -20,7 +20,7 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 build="$root/build-fuzz"
-targets=(fuzz_record fuzz_batch fuzz_checkpoint)
+targets=(fuzz_record fuzz_batch fuzz_checkpoint fuzz_frame)
 
 "$root/scripts/install-deps.sh" --with-clang
 

@@ -1,0 +1,167 @@
+// Fuzzes the wire codec (server/protocol.h) the way annald and the client
+// read a connection: the input is the bytes a peer sent, a sequence of
+// frames. Each frame's 12-byte header goes through DecodeFrameHeader with a
+// maximum frame size; the body then goes to the Decode its opcode names.
+// Reading stops where a server would close the connection (a refused
+// header) or wait for more bytes (a frame longer than what is left).
+//
+// Pair assertions: every body that decodes is encoded again with
+// AppendFrame, and the new frame must be the input frame byte for byte
+// (every message has exactly one encoding). Whatever decodes must also
+// satisfy the rules the decoders promise (filters, subscribe scope, error
+// codes).
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "annal/assert.h"
+#include "protocol.h"
+
+namespace {
+
+using namespace annal::protocol;
+
+// Small enough that the fuzzer reaches the too-large path with short
+// inputs, and the smallest maximum a server accepts.
+constexpr uint32_t kMaxFrameBytes = kMinMaxFrameBytes;
+
+// Every event a frame of this input decoded, for Filter::Matches below.
+std::vector<annal::RecordedEvent>& SeenEvents() {
+  static std::vector<annal::RecordedEvent> events;
+  return events;
+}
+
+void CheckFilter(const Filter& f) {
+  ANNAL_ASSERT(f.event_types.size() <= 64);
+  ANNAL_ASSERT((f.kind == Filter::Kind::kNone) == f.value.empty());
+  for (const std::string& t : f.event_types) ANNAL_ASSERT(!t.empty());
+  // Matching is total: any decoded filter against any decoded event.
+  for (const annal::RecordedEvent& e : SeenEvents()) {
+    bool matched = f.Matches(e);
+    if (f.empty()) ANNAL_ASSERT(matched);
+  }
+}
+
+void Check(const ErrorResponse& m) {
+  uint16_t code = static_cast<uint16_t>(m.code);
+  ANNAL_ASSERT(code >= 1 && code <= static_cast<uint16_t>(ErrorCode::kSubscriptionDropped));
+}
+void Check(const ReadAllRequest& m) { CheckFilter(m.filter); }
+void Check(const SubscribeRequest& m) {
+  CheckFilter(m.filter);
+  bool one_stream = m.scope == SubscribeRequest::Scope::kStream;
+  ANNAL_ASSERT(one_stream != m.stream.empty());
+  if (one_stream) ANNAL_ASSERT(m.filter.empty());
+}
+void Check(const EventsResponse& m) {
+  for (const annal::RecordedEvent& e : m.events) SeenEvents().push_back(e);
+}
+void Check(const AllEventsResponse& m) {
+  for (const annal::RecordedEvent& e : m.events) SeenEvents().push_back(e);
+}
+template <typename M>
+void Check(const M&) {}
+
+template <typename M>
+void DecodeAndReencode(const FrameHeader& h, std::string_view frame) {
+  M m;
+  std::string_view body = frame.substr(kFrameHeaderBytes);
+  annal::Status s = Decode(body, &m);
+  if (!s.ok()) {
+    // Refusals are always "malformed": the server answers kInvalidRequest.
+    ANNAL_ASSERT(s.code() == annal::StatusCode::kInvalidArgument);
+    return;
+  }
+  Check(m);
+  std::string again;
+  AppendFrame(&again, h.op, h.request_id, m);
+  ANNAL_ASSERT(again == frame);
+  // The bytes decode to the same message again.
+  M twice;
+  ANNAL_ASSERT(Decode(std::string_view(again).substr(kFrameHeaderBytes), &twice).ok());
+  std::string third;
+  AppendFrame(&third, h.op, h.request_id, twice);
+  ANNAL_ASSERT(third == again);
+}
+
+void DecodeFrame(const FrameHeader& h, std::string_view frame) {
+  switch (h.op) {
+    case Op::kHello:
+      return DecodeAndReencode<Hello>(h, frame);
+    case Op::kHelloOk:
+      return DecodeAndReencode<HelloOk>(h, frame);
+    case Op::kPing:
+    case Op::kPong:
+      return DecodeAndReencode<Ping>(h, frame);
+    case Op::kAppend:
+      return DecodeAndReencode<AppendRequest>(h, frame);
+    case Op::kAppendOk:
+      return DecodeAndReencode<annal::AppendResult>(h, frame);
+    case Op::kReadStream:
+      return DecodeAndReencode<ReadStreamRequest>(h, frame);
+    case Op::kReadAll:
+      return DecodeAndReencode<ReadAllRequest>(h, frame);
+    case Op::kStreamInfo:
+      return DecodeAndReencode<StreamInfoRequest>(h, frame);
+    case Op::kStreamInfoOk:
+      return DecodeAndReencode<annal::StreamInfo>(h, frame);
+    case Op::kSubscribe:
+      return DecodeAndReencode<SubscribeRequest>(h, frame);
+    case Op::kUnsubscribe:
+      return DecodeAndReencode<UnsubscribeRequest>(h, frame);
+    case Op::kEvents:
+    case Op::kSubEvents:
+      return DecodeAndReencode<EventsResponse>(h, frame);
+    case Op::kAllEvents:
+      return DecodeAndReencode<AllEventsResponse>(h, frame);
+    case Op::kSubscribed:
+      return DecodeAndReencode<SubscribedResponse>(h, frame);
+    case Op::kCaughtUp:
+      return DecodeAndReencode<CaughtUp>(h, frame);
+    case Op::kError:
+    case Op::kSubDropped:
+      return DecodeAndReencode<ErrorResponse>(h, frame);
+    case Op::kUnsubscribed:
+      // No body; a receiver refuses any. The empty frame is canonical.
+      if (h.length == kFrameHeaderBytes) {
+        std::string again;
+        AppendEmptyFrame(&again, h.op, h.request_id);
+        ANNAL_ASSERT(again == frame);
+      }
+      return;
+  }
+  ANNAL_ASSERT_MSG(false, "DecodeFrameHeader accepted an opcode DecodeFrame does not know");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  SeenEvents().clear();
+  std::string_view in(reinterpret_cast<const char*>(data), size);
+  // Bounded: every accepted frame consumes at least its 12-byte header.
+  while (in.size() >= kFrameHeaderBytes) {
+    FrameHeader h;
+    annal::Status s =
+        DecodeFrameHeader(reinterpret_cast<const uint8_t*>(in.data()), kMaxFrameBytes, &h);
+    uint32_t raw_length;
+    std::memcpy(&raw_length, in.data(), 4);
+    ANNAL_ASSERT(h.length == raw_length);
+    if (!s.ok()) {
+      // A server answers ERROR and closes the connection here.
+      ANNAL_ASSERT(s.code() == annal::StatusCode::kInvalidArgument ||
+                   s.code() == annal::StatusCode::kTooLarge);
+      return 0;
+    }
+    ANNAL_ASSERT(h.length >= kFrameHeaderBytes && h.length <= kMaxFrameBytes);
+    ANNAL_ASSERT(h.flags == 0);
+    ANNAL_ASSERT(OpName(h.op) != nullptr);
+    ANNAL_ASSERT(IsRequest(h.op) == (static_cast<uint8_t>(h.op) < 0x80));
+    if (h.length > in.size()) return 0;  // a server waits for the rest
+    DecodeFrame(h, in.substr(0, h.length));
+    in.remove_prefix(h.length);
+  }
+  return 0;
+}

@@ -1,0 +1,44 @@
+// annald's configuration: every setting, its default, and where it comes
+// from (command-line flags, or a TOML file given with --config whose keys
+// are the flags' names with '_' for '-'; flags win over the file).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "annal/status.h"
+#include "protocol.h"
+
+namespace annal::server {
+
+struct ServerConfig {
+  std::string data_dir = "./data";
+  std::string listen_address = "127.0.0.1";
+  int port = 7411;          // 0: any free port (logged at start)
+  int metrics_port = 7412;  // 0: any free port; -1: no metrics endpoint
+  // Used when the data directory is created; an existing store keeps its own.
+  uint32_t partitions = 1;
+  uint64_t segment_size_mb = 64;
+  uint64_t checkpoint_interval_mb = 64;
+  uint64_t checkpoint_interval_ms = 60'000;
+  // Limits.
+  uint32_t max_frame_bytes = protocol::kDefaultMaxFrameBytes;
+  uint32_t max_events_per_append = 10'000;
+  uint32_t max_read_count = 10'000;       // events in one read response
+  uint32_t max_connections = 1024;
+  uint32_t max_in_flight = 1024;          // unanswered requests per connection
+  uint64_t idle_timeout_ms = 300'000;     // no bytes from a client with nothing pending
+  uint64_t slow_reader_timeout_ms = 10'000;  // no progress writing to a client
+  // A subscription stops producing while its connection has this much
+  // unsent, and reads from disk again when it drains.
+  uint64_t subscription_buffer_bytes = 4 * 1024 * 1024;
+  // A subscription this many positions behind the durable head is dropped.
+  uint64_t max_subscription_lag = 10'000'000;
+};
+
+// Parses argv. Returns kUnavailable with the help text in the message when
+// --help was asked for (the caller prints it and exits 0), kInvalidArgument
+// for bad flags or config.
+Result<ServerConfig> ParseConfig(int argc, char** argv);
+
+}  // namespace annal::server

@@ -1,0 +1,464 @@
+#include "protocol.h"
+
+#include <cstring>
+
+#include "annal/assert.h"
+
+namespace annal::protocol {
+namespace {
+
+// The smallest encodings, to bound counts read from a frame before sizing.
+constexpr size_t kMinEventDataBytes = 16 + 1 + 4 + 4;
+constexpr size_t kMinRecordedEventBytes = 1 + 8 + 8 + 8 + 16 + 1 + 4 + 4;
+constexpr size_t kMaxFilterTypes = 64;
+
+Status Bad(const char* what) { return Status::InvalidArgument(std::string("malformed frame: ") + what); }
+
+Status Finish(const BodyReader& r, const char* what) {
+  if (!r.done()) return Bad((std::string(what) + " has trailing bytes").c_str());
+  return Status::Ok();
+}
+
+void EncodeFilter(const Filter& f, BodyWriter& w) {
+  ANNAL_ASSERT(f.event_types.size() <= kMaxFilterTypes);
+  w.U8(static_cast<uint8_t>(f.kind));
+  w.Str8(f.value);
+  w.U8(static_cast<uint8_t>(f.event_types.size()));
+  for (const std::string& t : f.event_types) w.Str8(t);
+}
+
+bool DecodeFilter(BodyReader& r, Filter* f) {
+  uint8_t kind = 0, n = 0;
+  if (!r.U8(&kind) || kind > static_cast<uint8_t>(Filter::Kind::kStreamPrefix)) return false;
+  f->kind = static_cast<Filter::Kind>(kind);
+  if (!r.Str8(&f->value) || !r.U8(&n) || n > kMaxFilterTypes) return false;
+  if ((f->kind == Filter::Kind::kNone) != f->value.empty()) return false;
+  f->event_types.resize(n);
+  for (std::string& t : f->event_types)
+    if (!r.Str8(&t) || t.empty()) return false;
+  return true;
+}
+
+void EncodeEvent(const RecordedEvent& e, BodyWriter& w) {
+  w.Str8(e.stream);
+  w.U64(e.version.get());
+  w.U64(e.position.get());
+  w.I64(e.recorded_at_ns);
+  w.Raw(e.id.data(), 16);
+  w.Str8(e.type);
+  w.Bytes32(e.metadata);
+  w.Bytes32(e.payload);
+}
+
+bool DecodeEvent(BodyReader& r, RecordedEvent* e) {
+  uint64_t version = 0, position = 0;
+  if (!r.Str8(&e->stream) || !r.U64(&version) || !r.U64(&position) || !r.I64(&e->recorded_at_ns) ||
+      !r.Raw(e->id.data(), 16) || !r.Str8(&e->type) || !r.Bytes32(&e->metadata) ||
+      !r.Bytes32(&e->payload))
+    return false;
+  e->version = StreamVersion(version);
+  e->position = GlobalPosition(position);
+  return true;
+}
+
+bool DecodeEvents(BodyReader& r, std::vector<RecordedEvent>* events) {
+  uint32_t count = 0;
+  if (!r.U32(&count) || count > r.remaining() / kMinRecordedEventBytes) return false;
+  events->resize(count);
+  for (RecordedEvent& e : *events)
+    if (!DecodeEvent(r, &e)) return false;
+  return true;
+}
+
+}  // namespace
+
+const char* OpName(Op op) {
+  switch (op) {
+    case Op::kHello: return "HELLO";
+    case Op::kPing: return "PING";
+    case Op::kAppend: return "APPEND";
+    case Op::kReadStream: return "READ_STREAM";
+    case Op::kReadAll: return "READ_ALL";
+    case Op::kStreamInfo: return "STREAM_INFO";
+    case Op::kSubscribe: return "SUBSCRIBE";
+    case Op::kUnsubscribe: return "UNSUBSCRIBE";
+    case Op::kHelloOk: return "HELLO_OK";
+    case Op::kPong: return "PONG";
+    case Op::kAppendOk: return "APPEND_OK";
+    case Op::kEvents: return "EVENTS";
+    case Op::kAllEvents: return "ALL_EVENTS";
+    case Op::kStreamInfoOk: return "STREAM_INFO_OK";
+    case Op::kSubscribed: return "SUBSCRIBED";
+    case Op::kSubEvents: return "SUB_EVENTS";
+    case Op::kCaughtUp: return "CAUGHT_UP";
+    case Op::kSubDropped: return "SUB_DROPPED";
+    case Op::kUnsubscribed: return "UNSUBSCRIBED";
+    case Op::kError: return "ERROR";
+  }
+  return nullptr;
+}
+
+bool IsRequest(Op op) { return static_cast<uint8_t>(op) < 0x80; }
+
+ErrorCode ErrorCodeFor(StatusCode code) {
+  switch (code) {
+    case StatusCode::kInvalidArgument: return ErrorCode::kInvalidRequest;
+    case StatusCode::kTooLarge: return ErrorCode::kTooLarge;
+    case StatusCode::kWrongExpectedVersion: return ErrorCode::kWrongExpectedVersion;
+    case StatusCode::kNotFound: return ErrorCode::kStreamNotFound;
+    case StatusCode::kCorruption: return ErrorCode::kCorruption;
+    case StatusCode::kIoError: return ErrorCode::kIoError;
+    case StatusCode::kFailStopped: return ErrorCode::kFailStopped;
+    case StatusCode::kUnavailable: return ErrorCode::kUnavailable;
+    case StatusCode::kAlreadyExists: return ErrorCode::kInvalidRequest;
+    case StatusCode::kOverloaded: return ErrorCode::kOverloaded;
+    case StatusCode::kOk: break;
+  }
+  return ErrorCode::kInvalidRequest;
+}
+
+StatusCode StatusCodeFor(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidRequest: return StatusCode::kInvalidArgument;
+    case ErrorCode::kWrongExpectedVersion: return StatusCode::kWrongExpectedVersion;
+    case ErrorCode::kStreamNotFound: return StatusCode::kNotFound;
+    case ErrorCode::kTooLarge: return StatusCode::kTooLarge;
+    case ErrorCode::kFailStopped: return StatusCode::kFailStopped;
+    case ErrorCode::kOverloaded: return StatusCode::kOverloaded;
+    case ErrorCode::kUnsupportedVersion: return StatusCode::kInvalidArgument;
+    case ErrorCode::kUnavailable: return StatusCode::kUnavailable;
+    case ErrorCode::kCorruption: return StatusCode::kCorruption;
+    case ErrorCode::kIoError: return StatusCode::kIoError;
+    case ErrorCode::kSubscriptionDropped: return StatusCode::kUnavailable;
+  }
+  return StatusCode::kInvalidArgument;
+}
+
+Status ToStatus(ErrorCode code, int64_t actual_version, std::string message) {
+  if (code == ErrorCode::kWrongExpectedVersion)
+    return Status::WrongExpectedVersion(std::move(message), actual_version);
+  switch (StatusCodeFor(code)) {
+    case StatusCode::kNotFound: return Status::NotFound(std::move(message));
+    case StatusCode::kTooLarge: return Status::TooLarge(std::move(message));
+    case StatusCode::kFailStopped: return Status::FailStopped(std::move(message));
+    case StatusCode::kUnavailable: return Status::Unavailable(std::move(message));
+    case StatusCode::kOverloaded: return Status::Overloaded(std::move(message));
+    case StatusCode::kCorruption: return Status::Corruption(std::move(message));
+    case StatusCode::kIoError: return Status::IoError(std::move(message));
+    default: return Status::InvalidArgument(std::move(message));
+  }
+}
+
+Status DecodeFrameHeader(const uint8_t* in, uint32_t max_frame_bytes, FrameHeader* h) {
+  std::memcpy(&h->length, in, 4);
+  uint8_t op = in[4];
+  h->flags = in[5];
+  uint16_t reserved;
+  std::memcpy(&reserved, in + 6, 2);
+  std::memcpy(&h->request_id, in + 8, 4);
+  if (h->length < kFrameHeaderBytes)
+    return Status::InvalidArgument("frame length " + std::to_string(h->length) +
+                                   " is shorter than the 12-byte header");
+  if (h->length > max_frame_bytes)
+    return Status::TooLarge("frame length " + std::to_string(h->length) + " exceeds the limit of " +
+                            std::to_string(max_frame_bytes) + " bytes");
+  h->op = static_cast<Op>(op);
+  if (OpName(h->op) == nullptr) return Status::InvalidArgument("unknown opcode " + std::to_string(op));
+  if (h->flags != 0 || reserved != 0)
+    return Status::InvalidArgument("frame flags and reserved bytes must be 0 in protocol version 1");
+  return Status::Ok();
+}
+
+void BodyWriter::Str8(std::string_view s) {
+  ANNAL_ASSERT(s.size() <= 255);
+  U8(static_cast<uint8_t>(s.size()));
+  out_->append(s);
+}
+void BodyWriter::Str16(std::string_view s) {
+  ANNAL_ASSERT(s.size() <= 65535);
+  U16(static_cast<uint16_t>(s.size()));
+  out_->append(s);
+}
+void BodyWriter::Bytes32(std::string_view s) {
+  ANNAL_ASSERT(s.size() <= UINT32_MAX);
+  U32(static_cast<uint32_t>(s.size()));
+  out_->append(s);
+}
+
+bool BodyReader::Raw(void* p, size_t n) {
+  if (remaining() < n) return false;
+  std::memcpy(p, body_.data() + at_, n);
+  at_ += n;
+  return true;
+}
+bool BodyReader::Take(size_t n, std::string* s) {
+  if (remaining() < n) return false;
+  s->assign(body_.data() + at_, n);
+  at_ += n;
+  return true;
+}
+bool BodyReader::Str8(std::string* s) {
+  uint8_t n;
+  return U8(&n) && Take(n, s);
+}
+bool BodyReader::Str16(std::string* s) {
+  uint16_t n;
+  return U16(&n) && Take(n, s);
+}
+bool BodyReader::Bytes32(std::string* s) {
+  uint32_t n;
+  return U32(&n) && Take(n, s);
+}
+
+bool Filter::Matches(const RecordedEvent& e) const {
+  if (kind == Kind::kCategory && StreamCategory(e.stream) != value) return false;
+  if (kind == Kind::kStreamPrefix && std::string_view(e.stream).substr(0, value.size()) != value) return false;
+  if (event_types.empty()) return true;
+  for (const std::string& t : event_types)
+    if (t == e.type) return true;
+  return false;
+}
+
+void Encode(const Hello& m, BodyWriter& w) {
+  w.U16(m.version);
+  w.Str8(m.client_name);
+}
+Status Decode(std::string_view body, Hello* m) {
+  BodyReader r(body);
+  if (!r.U16(&m->version) || !r.Str8(&m->client_name)) return Bad("HELLO");
+  return Finish(r, "HELLO");
+}
+
+void Encode(const HelloOk& m, BodyWriter& w) {
+  w.U16(m.version);
+  w.U32(m.max_frame_bytes);
+  w.U32(m.max_in_flight);
+  w.Str8(m.server_name);
+}
+Status Decode(std::string_view body, HelloOk* m) {
+  BodyReader r(body);
+  if (!r.U16(&m->version) || !r.U32(&m->max_frame_bytes) || !r.U32(&m->max_in_flight) ||
+      !r.Str8(&m->server_name))
+    return Bad("HELLO_OK");
+  return Finish(r, "HELLO_OK");
+}
+
+void Encode(const Ping& m, BodyWriter& w) { w.U64(m.token); }
+Status Decode(std::string_view body, Ping* m) {
+  BodyReader r(body);
+  if (!r.U64(&m->token)) return Bad("PING");
+  return Finish(r, "PING");
+}
+
+void Encode(const AppendRequest& m, BodyWriter& w) {
+  ANNAL_ASSERT(m.events.size() <= UINT16_MAX);
+  w.Str8(m.stream);
+  w.U8(static_cast<uint8_t>(m.expected.kind()));
+  w.U64(m.expected.version());
+  w.U16(static_cast<uint16_t>(m.events.size()));
+  for (const EventData& e : m.events) {
+    w.Raw(e.id.data(), 16);
+    w.Str8(e.type);
+    w.Bytes32(e.metadata);
+    w.Bytes32(e.payload);
+  }
+}
+Status Decode(std::string_view body, AppendRequest* m) {
+  BodyReader r(body);
+  uint8_t kind = 0;
+  uint64_t version = 0;
+  uint16_t count = 0;
+  if (!r.Str8(&m->stream) || !r.U8(&kind) || !r.U64(&version) || !r.U16(&count))
+    return Bad("APPEND header");
+  if (kind != static_cast<uint8_t>(ExpectedVersion::Kind::kExact) && version != 0)
+    return Bad("APPEND expected version must be 0 unless its kind is exact");
+  switch (static_cast<ExpectedVersion::Kind>(kind)) {
+    case ExpectedVersion::Kind::kAny: m->expected = ExpectedVersion::Any(); break;
+    case ExpectedVersion::Kind::kNoStream: m->expected = ExpectedVersion::NoStream(); break;
+    case ExpectedVersion::Kind::kStreamExists: m->expected = ExpectedVersion::StreamExists(); break;
+    case ExpectedVersion::Kind::kExact: m->expected = ExpectedVersion::Exact(version); break;
+    default: return Bad("APPEND expected-version kind");
+  }
+  if (count > r.remaining() / kMinEventDataBytes) return Bad("APPEND event count exceeds the frame");
+  m->events.resize(count);
+  for (EventData& e : m->events)
+    if (!r.Raw(e.id.data(), 16) || !r.Str8(&e.type) || !r.Bytes32(&e.metadata) || !r.Bytes32(&e.payload))
+      return Bad("APPEND event");
+  return Finish(r, "APPEND");
+}
+
+void Encode(const AppendResult& m, BodyWriter& w) {
+  w.U64(m.first_version.get());
+  w.U64(m.last_version.get());
+  w.U64(m.first_position.get());
+  w.U64(m.last_position.get());
+  w.I64(m.recorded_at_ns);
+  w.U8(m.idempotent_replay ? 1 : 0);
+}
+Status Decode(std::string_view body, AppendResult* m) {
+  BodyReader r(body);
+  uint64_t fv, lv, fp, lp;
+  uint8_t flags;
+  if (!r.U64(&fv) || !r.U64(&lv) || !r.U64(&fp) || !r.U64(&lp) || !r.I64(&m->recorded_at_ns) ||
+      !r.U8(&flags) || flags > 1)
+    return Bad("APPEND_OK");
+  m->first_version = StreamVersion(fv);
+  m->last_version = StreamVersion(lv);
+  m->first_position = GlobalPosition(fp);
+  m->last_position = GlobalPosition(lp);
+  m->idempotent_replay = flags == 1;
+  return Finish(r, "APPEND_OK");
+}
+
+void Encode(const ReadStreamRequest& m, BodyWriter& w) {
+  w.Str8(m.stream);
+  w.U64(m.from_version);
+  w.U8(m.direction == ReadDirection::kBackward ? 1 : 0);
+  w.U32(m.max_count);
+}
+Status Decode(std::string_view body, ReadStreamRequest* m) {
+  BodyReader r(body);
+  uint8_t direction;
+  if (!r.Str8(&m->stream) || !r.U64(&m->from_version) || !r.U8(&direction) || direction > 1 ||
+      !r.U32(&m->max_count))
+    return Bad("READ_STREAM");
+  m->direction = direction == 1 ? ReadDirection::kBackward : ReadDirection::kForward;
+  return Finish(r, "READ_STREAM");
+}
+
+void Encode(const ReadAllRequest& m, BodyWriter& w) {
+  w.U64(m.from_position);
+  w.U32(m.max_count);
+  EncodeFilter(m.filter, w);
+}
+Status Decode(std::string_view body, ReadAllRequest* m) {
+  BodyReader r(body);
+  if (!r.U64(&m->from_position) || !r.U32(&m->max_count) || !DecodeFilter(r, &m->filter))
+    return Bad("READ_ALL");
+  return Finish(r, "READ_ALL");
+}
+
+void Encode(const StreamInfoRequest& m, BodyWriter& w) { w.Str8(m.stream); }
+Status Decode(std::string_view body, StreamInfoRequest* m) {
+  BodyReader r(body);
+  if (!r.Str8(&m->stream)) return Bad("STREAM_INFO");
+  return Finish(r, "STREAM_INFO");
+}
+
+void Encode(const StreamInfo& m, BodyWriter& w) {
+  w.Str8(m.stream);
+  w.U64(m.head_version.get());
+  w.U64(m.event_count);
+  w.I64(m.first_recorded_at_ns);
+  w.I64(m.last_recorded_at_ns);
+}
+Status Decode(std::string_view body, StreamInfo* m) {
+  BodyReader r(body);
+  uint64_t head;
+  if (!r.Str8(&m->stream) || !r.U64(&head) || !r.U64(&m->event_count) ||
+      !r.I64(&m->first_recorded_at_ns) || !r.I64(&m->last_recorded_at_ns))
+    return Bad("STREAM_INFO_OK");
+  m->head_version = StreamVersion(head);
+  return Finish(r, "STREAM_INFO_OK");
+}
+
+void Encode(const SubscribeRequest& m, BodyWriter& w) {
+  w.U8(static_cast<uint8_t>(m.scope));
+  w.Str8(m.stream);
+  w.U64(m.from);
+  EncodeFilter(m.filter, w);
+}
+Status Decode(std::string_view body, SubscribeRequest* m) {
+  BodyReader r(body);
+  uint8_t scope;
+  if (!r.U8(&scope) || scope > 1 || !r.Str8(&m->stream) || !r.U64(&m->from) ||
+      !DecodeFilter(r, &m->filter))
+    return Bad("SUBSCRIBE");
+  m->scope = static_cast<SubscribeRequest::Scope>(scope);
+  if ((m->scope == SubscribeRequest::Scope::kStream) == m->stream.empty())
+    return Bad("SUBSCRIBE names a stream exactly when its scope is one stream");
+  if (m->scope == SubscribeRequest::Scope::kStream && !m->filter.empty())
+    return Bad("SUBSCRIBE to one stream takes no filter");
+  return Finish(r, "SUBSCRIBE");
+}
+
+void Encode(const UnsubscribeRequest& m, BodyWriter& w) { w.U32(m.subscription_id); }
+Status Decode(std::string_view body, UnsubscribeRequest* m) {
+  BodyReader r(body);
+  if (!r.U32(&m->subscription_id)) return Bad("UNSUBSCRIBE");
+  return Finish(r, "UNSUBSCRIBE");
+}
+
+void Encode(const EventsResponse& m, BodyWriter& w) {
+  w.U32(static_cast<uint32_t>(m.events.size()));
+  for (const RecordedEvent& e : m.events) EncodeEvent(e, w);
+}
+Status Decode(std::string_view body, EventsResponse* m) {
+  BodyReader r(body);
+  if (!DecodeEvents(r, &m->events)) return Bad("EVENTS");
+  return Finish(r, "EVENTS");
+}
+
+void Encode(const AllEventsResponse& m, BodyWriter& w) {
+  w.U64(m.next_position);
+  w.U32(static_cast<uint32_t>(m.events.size()));
+  for (const RecordedEvent& e : m.events) EncodeEvent(e, w);
+}
+Status Decode(std::string_view body, AllEventsResponse* m) {
+  BodyReader r(body);
+  if (!r.U64(&m->next_position) || !DecodeEvents(r, &m->events)) return Bad("ALL_EVENTS");
+  return Finish(r, "ALL_EVENTS");
+}
+
+void Encode(const SubscribedResponse& m, BodyWriter& w) { w.U64(m.durable_head); }
+Status Decode(std::string_view body, SubscribedResponse* m) {
+  BodyReader r(body);
+  if (!r.U64(&m->durable_head)) return Bad("SUBSCRIBED");
+  return Finish(r, "SUBSCRIBED");
+}
+
+void Encode(const CaughtUp& m, BodyWriter& w) { w.U64(m.position); }
+Status Decode(std::string_view body, CaughtUp* m) {
+  BodyReader r(body);
+  if (!r.U64(&m->position)) return Bad("CAUGHT_UP");
+  return Finish(r, "CAUGHT_UP");
+}
+
+void Encode(const ErrorResponse& m, BodyWriter& w) {
+  w.U16(static_cast<uint16_t>(m.code));
+  w.I64(m.actual_version);
+  w.Str16(m.message.size() <= 65535 ? std::string_view(m.message) : std::string_view(m.message).substr(0, 65535));
+}
+Status Decode(std::string_view body, ErrorResponse* m) {
+  BodyReader r(body);
+  uint16_t code;
+  if (!r.U16(&code) || code < 1 || code > static_cast<uint16_t>(ErrorCode::kSubscriptionDropped) ||
+      !r.I64(&m->actual_version) || !r.Str16(&m->message))
+    return Bad("ERROR");
+  m->code = static_cast<ErrorCode>(code);
+  return Finish(r, "ERROR");
+}
+
+void FinishFrame(std::string* out, size_t start, Op op, uint32_t request_id) {
+  size_t length = out->size() - start;
+  ANNAL_ASSERT(length >= kFrameHeaderBytes && length <= UINT32_MAX);
+  uint8_t* h = reinterpret_cast<uint8_t*>(out->data() + start);
+  uint32_t len32 = static_cast<uint32_t>(length);
+  std::memcpy(h, &len32, 4);
+  h[4] = static_cast<uint8_t>(op);
+  h[5] = 0;
+  h[6] = h[7] = 0;
+  std::memcpy(h + 8, &request_id, 4);
+}
+
+void AppendEmptyFrame(std::string* out, Op op, uint32_t request_id) {
+  size_t start = out->size();
+  out->resize(start + kFrameHeaderBytes);
+  FinishFrame(out, start, op, request_id);
+}
+
+size_t EncodedSize(const RecordedEvent& e) {
+  return kMinRecordedEventBytes + e.stream.size() + e.type.size() + e.metadata.size() + e.payload.size();
+}
+
+}  // namespace annal::protocol

@@ -1,0 +1,264 @@
+// annal's wire protocol, version 1: every constant and message layout, and
+// the one codec that the server and the client library share.
+// docs/protocol.md is the prose companion (byte tables, worked examples).
+//
+// All integers are little-endian. A connection is a sequence of frames:
+//
+//   frame := length:u32 opcode:u8 flags:u8 reserved:u16 request_id:u32 body
+//
+//   length      the whole frame in bytes, header included: 12..max_frame_bytes
+//   opcode      what the body is (Op below); requests < 0x80 <= responses
+//   flags       0 in version 1; a receiver refuses unknown bits
+//   request_id  chosen by the client; a response carries its request's id; a
+//               subscription is known by its SUBSCRIBE's request id, which
+//               its SUBSCRIBED, SUB_EVENTS, CAUGHT_UP and SUB_DROPPED carry;
+//               UNSUBSCRIBED carries the UNSUBSCRIBE's own id
+//
+// Strings: str8 := len:u8 bytes, str16 := len:u16 bytes, bytes32 := len:u32 bytes.
+// The first frame on a connection must be HELLO; requests may be pipelined
+// and are answered in any order.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "annal/status.h"
+#include "annal/store.h"
+#include "annal/types.h"
+
+namespace annal::protocol {
+
+inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr size_t kFrameHeaderBytes = 12;
+// Large enough for the largest append the engine accepts by default (8 MiB).
+inline constexpr uint32_t kDefaultMaxFrameBytes = 16 * 1024 * 1024;
+inline constexpr uint32_t kMinMaxFrameBytes = 64 * 1024;
+
+enum class Op : uint8_t {
+  // requests
+  kHello = 0x01,
+  kPing = 0x02,
+  kAppend = 0x10,
+  kReadStream = 0x11,
+  kReadAll = 0x12,
+  kStreamInfo = 0x13,
+  kSubscribe = 0x20,
+  kUnsubscribe = 0x21,
+  // responses
+  kHelloOk = 0x81,
+  kPong = 0x82,
+  kAppendOk = 0x90,
+  kEvents = 0x91,
+  kAllEvents = 0x92,
+  kStreamInfoOk = 0x93,
+  kSubscribed = 0xA0,
+  kSubEvents = 0xA1,
+  kCaughtUp = 0xA2,
+  kSubDropped = 0xA3,
+  kUnsubscribed = 0xA4,
+  kError = 0xFF,
+};
+const char* OpName(Op op);
+bool IsRequest(Op op);
+
+enum class ErrorCode : uint16_t {
+  // A malformed frame (the server then closes the connection) or a bad
+  // argument in a well-formed request (the connection stays open).
+  kInvalidRequest = 1,
+  kWrongExpectedVersion = 2,  // actual_version says where the stream is (-1: no stream)
+  kStreamNotFound = 3,
+  kTooLarge = 4,
+  kFailStopped = 5,           // the store stopped writing; reads still work
+  kOverloaded = 6,            // try again later
+  kUnsupportedVersion = 7,
+  kUnavailable = 8,           // shutting down, or a retry of an append still in flight
+  kCorruption = 9,            // the store found damage; message names file and offset
+  kIoError = 10,
+  kSubscriptionDropped = 11,  // the subscriber fell too far behind
+};
+ErrorCode ErrorCodeFor(StatusCode code);
+StatusCode StatusCodeFor(ErrorCode code);
+Status ToStatus(ErrorCode code, int64_t actual_version, std::string message);
+
+struct FrameHeader {
+  uint32_t length = 0;
+  Op op = Op::kPing;
+  uint8_t flags = 0;
+  uint32_t request_id = 0;
+};
+// Checks length bounds, flags and that the opcode is known.
+Status DecodeFrameHeader(const uint8_t* in, uint32_t max_frame_bytes, FrameHeader* h);
+
+// Bounded writer and reader of frame bodies.
+class BodyWriter {
+ public:
+  explicit BodyWriter(std::string* out) : out_(out) {}
+  void U8(uint8_t v) { out_->push_back(static_cast<char>(v)); }
+  void U16(uint16_t v) { Raw(&v, 2); }
+  void U32(uint32_t v) { Raw(&v, 4); }
+  void U64(uint64_t v) { Raw(&v, 8); }
+  void I64(int64_t v) { Raw(&v, 8); }
+  void Raw(const void* p, size_t n) { out_->append(static_cast<const char*>(p), n); }
+  void Str8(std::string_view s);    // REQUIRES: s.size() <= 255
+  void Str16(std::string_view s);   // REQUIRES: s.size() <= 65535
+  void Bytes32(std::string_view s);
+
+ private:
+  std::string* out_;
+};
+
+class BodyReader {
+ public:
+  explicit BodyReader(std::string_view body) : body_(body) {}
+  bool U8(uint8_t* v) { return Raw(v, 1); }
+  bool U16(uint16_t* v) { return Raw(v, 2); }
+  bool U32(uint32_t* v) { return Raw(v, 4); }
+  bool U64(uint64_t* v) { return Raw(v, 8); }
+  bool I64(int64_t* v) { return Raw(v, 8); }
+  bool Raw(void* p, size_t n);
+  bool Str8(std::string* s);
+  bool Str16(std::string* s);
+  bool Bytes32(std::string* s);
+  size_t remaining() const { return body_.size() - at_; }
+  bool done() const { return at_ == body_.size(); }
+
+ private:
+  bool Take(size_t n, std::string* s);
+  std::string_view body_;
+  size_t at_ = 0;
+};
+
+// A read-all / subscribe-to-all filter: by category (the stream name's part
+// before its first '-') or stream-name prefix, and by event types.
+struct Filter {
+  enum class Kind : uint8_t { kNone = 0, kCategory = 1, kStreamPrefix = 2 };
+  Kind kind = Kind::kNone;
+  std::string value;                     // the category or the prefix
+  std::vector<std::string> event_types;  // empty: every type; at most 64
+  bool Matches(const RecordedEvent& e) const;
+  bool empty() const { return kind == Kind::kNone && event_types.empty(); }
+};
+
+// --- messages. Each has Encode(BodyWriter&) and a Decode that checks
+// every length and leaves nothing unread.
+struct Hello {
+  uint16_t version = kProtocolVersion;
+  std::string client_name;
+};
+struct HelloOk {
+  uint16_t version = kProtocolVersion;
+  uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
+  uint32_t max_in_flight = 0;
+  std::string server_name;
+};
+struct Ping {
+  uint64_t token = 0;
+};
+struct AppendRequest {
+  std::string stream;
+  ExpectedVersion expected = ExpectedVersion::Any();
+  std::vector<EventData> events;
+};
+struct ReadStreamRequest {
+  std::string stream;
+  uint64_t from_version = 0;
+  ReadDirection direction = ReadDirection::kForward;
+  uint32_t max_count = 0;
+};
+struct ReadAllRequest {
+  uint64_t from_position = 0;
+  uint32_t max_count = 0;
+  Filter filter;
+};
+struct StreamInfoRequest {
+  std::string stream;
+};
+struct SubscribeRequest {
+  enum class Scope : uint8_t { kStream = 0, kAll = 1 };
+  Scope scope = Scope::kAll;
+  std::string stream;  // kStream only
+  uint64_t from = 0;   // first version (kStream) or position (kAll) to deliver
+  Filter filter;       // kAll only
+};
+struct UnsubscribeRequest {
+  uint32_t subscription_id = 0;
+};
+struct EventsResponse {  // kEvents and kSubEvents
+  std::vector<RecordedEvent> events;
+};
+struct AllEventsResponse {
+  // Where the next read-all should start: past the last event returned, or
+  // past events the filter skipped.
+  uint64_t next_position = 0;
+  std::vector<RecordedEvent> events;
+};
+struct SubscribedResponse {
+  uint64_t durable_head = 0;  // the store's durable head when it started
+};
+struct CaughtUp {
+  // The store's durable head when the subscription caught up: every event
+  // it wants at or below this position was delivered; live from now on.
+  uint64_t position = 0;
+};
+struct ErrorResponse {  // kError and kSubDropped
+  ErrorCode code = ErrorCode::kInvalidRequest;
+  int64_t actual_version = -1;
+  std::string message;
+};
+
+void Encode(const Hello& m, BodyWriter& w);
+void Encode(const HelloOk& m, BodyWriter& w);
+void Encode(const Ping& m, BodyWriter& w);
+void Encode(const AppendRequest& m, BodyWriter& w);
+void Encode(const AppendResult& m, BodyWriter& w);
+void Encode(const ReadStreamRequest& m, BodyWriter& w);
+void Encode(const ReadAllRequest& m, BodyWriter& w);
+void Encode(const StreamInfoRequest& m, BodyWriter& w);
+void Encode(const StreamInfo& m, BodyWriter& w);
+void Encode(const SubscribeRequest& m, BodyWriter& w);
+void Encode(const UnsubscribeRequest& m, BodyWriter& w);
+void Encode(const EventsResponse& m, BodyWriter& w);
+void Encode(const AllEventsResponse& m, BodyWriter& w);
+void Encode(const SubscribedResponse& m, BodyWriter& w);
+void Encode(const CaughtUp& m, BodyWriter& w);
+void Encode(const ErrorResponse& m, BodyWriter& w);
+
+Status Decode(std::string_view body, Hello* m);
+Status Decode(std::string_view body, HelloOk* m);
+Status Decode(std::string_view body, Ping* m);
+Status Decode(std::string_view body, AppendRequest* m);
+Status Decode(std::string_view body, AppendResult* m);
+Status Decode(std::string_view body, ReadStreamRequest* m);
+Status Decode(std::string_view body, ReadAllRequest* m);
+Status Decode(std::string_view body, StreamInfoRequest* m);
+Status Decode(std::string_view body, StreamInfo* m);
+Status Decode(std::string_view body, SubscribeRequest* m);
+Status Decode(std::string_view body, UnsubscribeRequest* m);
+Status Decode(std::string_view body, EventsResponse* m);
+Status Decode(std::string_view body, AllEventsResponse* m);
+Status Decode(std::string_view body, SubscribedResponse* m);
+Status Decode(std::string_view body, CaughtUp* m);
+Status Decode(std::string_view body, ErrorResponse* m);
+
+// Fills in the header of the frame that starts at out[start].
+void FinishFrame(std::string* out, size_t start, Op op, uint32_t request_id);
+
+// Appends one whole frame (header and body) to `out`.
+template <typename M>
+void AppendFrame(std::string* out, Op op, uint32_t request_id, const M& message) {
+  size_t start = out->size();
+  out->resize(start + kFrameHeaderBytes);
+  BodyWriter w(out);
+  Encode(message, w);
+  FinishFrame(out, start, op, request_id);
+}
+// A frame whose body is empty (kUnsubscribed).
+void AppendEmptyFrame(std::string* out, Op op, uint32_t request_id);
+
+// The wire size of one event in an events response; lets a sender bound
+// the frames it builds.
+size_t EncodedSize(const RecordedEvent& e);
+
+}  // namespace annal::protocol

@@ -1,0 +1,118 @@
+// annald's network server: one I/O thread (epoll) that owns every client
+// socket, parses frames and answers them; appends go to the engine
+// asynchronously and are answered from the engine's writer threads through
+// each connection's outbox; a subscription thread pushes events to
+// subscribers. See docs/architecture.md ("The server").
+//
+// Threads and what they own
+// - I/O thread: the listening socket, every connection's socket and input
+//   buffer, the connection table, timeouts. Reads (read-stream, read-all,
+//   stream info) run here, inline: they are page-cache reads.
+// - Engine writer threads: run append callbacks, which encode the response
+//   into the connection's outbox (Connection::Send) and wake the I/O thread.
+// - Subscription thread: owns the subscriptions; reads the log past each
+//   one's position and queues SUB_EVENTS frames (Connection::Send).
+// - Metrics thread: renders GET /metrics.
+// A connection's outbox is guarded by its own mutex; every other piece of
+// connection state belongs to the I/O thread, except the atomics.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "annal/store.h"
+#include "config.h"
+#include "metrics.h"
+#include "protocol.h"
+
+namespace annal::server {
+
+struct Connection;
+struct Subscription;
+
+class Server {
+ public:
+  using Logger = std::function<void(const std::string&)>;
+  // Serves `store` as `config` says; listening starts before it returns.
+  static Result<std::unique_ptr<Server>> Start(const ServerConfig& config, std::unique_ptr<Store> store,
+                                               Logger log);
+  ~Server();
+
+  uint16_t port() const { return port_; }
+  uint16_t metrics_port() const { return metrics_.port(); }
+  Store& store() { return *store_; }
+
+  // Stops accepting and reading requests, finishes appends in flight and
+  // flushes their answers (bounded), closes connections, stops the
+  // subscription thread and closes the store (which writes a checkpoint).
+  Status Shutdown();
+
+  // Any thread: `c` has output to flush or its in-flight count dropped.
+  void Wake(const std::shared_ptr<Connection>& c);
+
+ private:
+  Server(const ServerConfig& config, std::unique_ptr<Store> store, Logger log);
+  Status Listen();
+
+  // I/O thread.
+  void IoLoop();
+  void AcceptAll();
+  void HandleWakeups();
+  void OnReadable(const std::shared_ptr<Connection>& c);
+  void ParseFrames(const std::shared_ptr<Connection>& c);
+  void Dispatch(const std::shared_ptr<Connection>& c, const protocol::FrameHeader& h, std::string_view body);
+  void HandleHello(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  void HandleAppend(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  void HandleReadStream(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  void HandleReadAll(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  void HandleStreamInfo(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  void HandleSubscribe(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  void HandleUnsubscribe(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  // Answers with ERROR; `close` also ends the connection once it is sent.
+  void Fail(const std::shared_ptr<Connection>& c, uint32_t rid, const Status& s, bool close);
+  void Flush(const std::shared_ptr<Connection>& c);
+  void UpdateInterest(const std::shared_ptr<Connection>& c);
+  void Close(const std::shared_ptr<Connection>& c, const std::string& why);
+  void CheckTimeouts();
+  bool Drained();
+
+  // Subscription thread.
+  void SubscriptionLoop();
+  bool Serve(Subscription& s, uint64_t head);
+  bool ServeAll(Subscription& s, uint64_t head);
+  bool ServeStream(Subscription& s, uint64_t head);
+  void Drop(Subscription& s, Connection& c, const std::string& why);
+
+  const ServerConfig config_;
+  std::unique_ptr<Store> store_;
+  Logger log_;
+  ServerMetrics metrics_state_;
+  MetricsEndpoint metrics_;
+
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  std::thread io_thread_;
+  std::unordered_map<int, std::shared_ptr<Connection>> connections_;  // I/O thread
+  uint64_t next_connection_id_ = 1;                                    // I/O thread
+  std::atomic<bool> shutting_down_{false};
+
+  std::mutex wake_mu_;
+  std::vector<std::shared_ptr<Connection>> woken_;  // guarded by wake_mu_
+
+  std::mutex subs_mu_;
+  std::vector<std::shared_ptr<Subscription>> subs_;  // guarded by subs_mu_
+  std::atomic<bool> stop_subscriptions_{false};
+  std::thread sub_thread_;
+};
+
+}  // namespace annal::server

@@ -1,0 +1,173 @@
+// annald as a process: its metrics endpoint, its configuration (flags and
+// TOML file), and a clean shutdown on SIGTERM.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "annald_process.h"
+#include "protocol.h"
+#include "test_util.h"
+
+namespace annal {
+namespace {
+
+using protocol::Op;
+using testing::AnnaldProcess;
+using testing::TempDir;
+
+int ConnectTo(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool SendAll(int fd, const std::string& bytes) {
+  return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+}
+
+bool RecvExactly(int fd, std::string* out, size_t n) {
+  out->resize(n);
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::recv(fd, out->data() + got, n - got, 0);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Reads one frame; false on close or timeout.
+bool ReadFrame(int fd, protocol::FrameHeader* h, std::string* body) {
+  std::string header;
+  if (!RecvExactly(fd, &header, protocol::kFrameHeaderBytes)) return false;
+  if (!protocol::DecodeFrameHeader(reinterpret_cast<const uint8_t*>(header.data()), 1u << 30, h).ok()) return false;
+  return RecvExactly(fd, body, h->length - protocol::kFrameHeaderBytes);
+}
+
+// Connects and says HELLO; returns the fd and the server's HELLO_OK.
+int Handshake(uint16_t port, protocol::HelloOk* ok) {
+  int fd = ConnectTo(port);
+  if (fd < 0) return -1;
+  std::string out;
+  protocol::AppendFrame(&out, Op::kHello, 1, protocol::Hello{protocol::kProtocolVersion, "server_test"});
+  protocol::FrameHeader h;
+  std::string body;
+  if (!SendAll(fd, out) || !ReadFrame(fd, &h, &body) || h.op != Op::kHelloOk ||
+      !protocol::Decode(body, ok).ok()) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+Status AppendOne(int fd, uint32_t rid, const std::string& stream) {
+  protocol::AppendRequest req;
+  req.stream = stream;
+  req.events.push_back(EventData{.type = "T", .payload = R"({"n":1})"});
+  std::string out;
+  protocol::AppendFrame(&out, Op::kAppend, rid, req);
+  protocol::FrameHeader h;
+  std::string body;
+  if (!SendAll(fd, out) || !ReadFrame(fd, &h, &body)) return Status::IoError("no answer");
+  if (h.op != Op::kAppendOk) return Status::InvalidArgument(std::string("got ") + protocol::OpName(h.op));
+  return Status::Ok();
+}
+
+std::string HttpGet(uint16_t port, const std::string& path) {
+  int fd = ConnectTo(port);
+  if (fd < 0) return "";
+  SendAll(fd, "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  std::string all;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) all.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return all;
+}
+
+TEST(ServerTest, MetricsEndpointServesPrometheusText) {
+  TempDir dir("server-metrics");
+  auto server = AnnaldProcess::Start(dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  protocol::HelloOk ok;
+  int fd = Handshake((*server)->port(), &ok);
+  ASSERT_GE(fd, 0);
+  for (uint32_t i = 0; i < 5; ++i) ASSERT_TRUE(AppendOne(fd, 10 + i, "metrics-" + std::to_string(i % 2)).ok());
+  std::string page = HttpGet((*server)->metrics_port(), "/metrics");
+  EXPECT_NE(page.find("HTTP/1.1 200 OK"), std::string::npos);
+  EXPECT_NE(page.find("\nannal_appends_total 5\n"), std::string::npos) << page;
+  EXPECT_NE(page.find("\nannal_append_events_total 5\n"), std::string::npos);
+  EXPECT_NE(page.find("\nannal_connections 1\n"), std::string::npos);
+  EXPECT_NE(page.find("annal_append_latency_seconds_count 5"), std::string::npos);
+  EXPECT_NE(page.find("annal_sync_latency_seconds_bucket{partition=\"0\",le=\"+Inf\"}"), std::string::npos);
+  EXPECT_NE(page.find("annal_index_streams{partition=\"0\"} 2"), std::string::npos);
+  EXPECT_NE(page.find("annal_partition_fail_stopped{partition=\"0\"} 0"), std::string::npos);
+  EXPECT_NE(page.find("annal_durable_head_position 5"), std::string::npos);
+  EXPECT_NE(HttpGet((*server)->metrics_port(), "/other").find("404 Not Found"), std::string::npos);
+  ::close(fd);
+}
+
+TEST(ServerTest, SigtermFinishesWritesACheckpointAndExitsZero) {
+  TempDir dir("server-sigterm");
+  {
+    auto server = AnnaldProcess::Start(dir.path());
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    protocol::HelloOk ok;
+    int fd = Handshake((*server)->port(), &ok);
+    ASSERT_GE(fd, 0);
+    for (uint32_t i = 0; i < 20; ++i) ASSERT_TRUE(AppendOne(fd, 100 + i, "term-1").ok());
+    EXPECT_TRUE((*server)->Stop()) << "annald must exit 0 on SIGTERM";
+    EXPECT_TRUE((*server)->Logged("stopping on SIGTERM"));
+    EXPECT_TRUE((*server)->Logged("stopped"));
+    ::close(fd);
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/partition-000/index.ckpt"));
+  auto again = AnnaldProcess::Start(dir.path());
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE((*again)->Logged("durable head 20"));
+}
+
+TEST(ServerTest, ConfigFileSetsLimitsAndFlagsWin) {
+  TempDir dir("server-config");
+  std::filesystem::create_directories(dir.path());
+  std::string config = dir.path() + "/annald.toml";
+  std::ofstream(config) << "max_frame_bytes = 70000\nmax_in_flight = 77\n";
+  auto server = AnnaldProcess::Start(dir.path() + "/data", {"--config", config, "--max-in-flight", "99"});
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  protocol::HelloOk ok;
+  int fd = Handshake((*server)->port(), &ok);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(ok.max_frame_bytes, 70000u);
+  EXPECT_EQ(ok.max_in_flight, 99u) << "the command line wins over the file";
+  ::close(fd);
+}
+
+TEST(ServerTest, BadConfigurationIsRefusedWithAMessage) {
+  TempDir dir("server-badconfig");
+  std::filesystem::create_directories(dir.path());
+  std::string config = dir.path() + "/annald.toml";
+  std::ofstream(config) << "no_such_setting = 1\n";
+  auto server = AnnaldProcess::Start(dir.path() + "/data", {"--config", config});
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().message().find("unknown key 'no_such_setting'"), std::string::npos)
+      << server.status().message();
+  auto bad_port = AnnaldProcess::Start(dir.path() + "/data", {"--max-in-flight", "0"});
+  ASSERT_FALSE(bad_port.ok());
+}
+
+}  // namespace
+}  // namespace annal

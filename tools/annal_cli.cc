@@ -1,0 +1,153 @@
+// annal: the command line for people (and scripts) talking to annald.
+//
+//   annal append account-42 --type Deposited --data '{"amount":10}' --expected 2
+//   annal read account-42 --backward --limit 5
+//   annal read-all --category account --type Deposited --json
+//   annal tail account-42
+//   annal info account-42
+//
+// This file only parses arguments (CLI11) and dispatches; the commands live
+// in cli_commands.cc, input checks in cli_input.cc, output in cli_output.cc.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "cli_commands.h"
+#include "cli_input.h"
+
+namespace annal::cli {
+namespace {
+
+constexpr const char* kFooter = R"(
+--host, --port and --json may come before or after the command.
+Exit codes: 0 ok; 1 usage or invalid input (nothing was sent); 2 the server
+answered with an error (wrong expected version, unknown stream, ...);
+3 cannot connect to annald.)";
+
+constexpr const char* kTailDetails = R"(
+tail prints events as they are stored, until Ctrl-C (exit 0), --count events
+or --until-caught-up. Without --from it shows only new events: for a STREAM
+those after its current head version (the whole stream if it does not exist
+yet); with --all those after the store's latest event when tail starts (found
+with a few reads). A line on stderr says where it started.)";
+
+struct Parsed {
+  GlobalOptions global;
+  AppendArgs append;
+  ReadArgs read;
+  ReadAllArgs read_all;
+  TailArgs tail;
+  InfoArgs info;
+  // Raw values whose presence matters (CLI11 has no std::optional).
+  std::string metadata, id, tail_stream;
+  uint64_t read_from = 0, tail_from = 0, tail_count = 0;
+};
+
+int Run(int argc, char** argv) {
+  CLI::App app{"annal: append, read and follow events in an annald server.", "annal"};
+  app.footer(kFooter);
+  // Global options may also follow the command: `annal read s --json`.
+  app.fallthrough();
+  app.require_subcommand(1);
+  Parsed p;
+  app.add_option("--host", p.global.host, "annald's address")
+      ->envname("ANNAL_HOST")
+      ->capture_default_str();
+  app.add_option("--port", p.global.port, "annald's port")
+      ->envname("ANNAL_PORT")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
+  app.add_flag("--json", p.global.json, "Machine-readable output (JSON; one object per line)");
+
+  CLI::App* append = app.add_subcommand("append", "Append one event to a stream");
+  append->add_option("STREAM", p.append.stream, "Stream name, e.g. account-42")->required();
+  append->add_option("--type", p.append.type, "Event type")->required();
+  append->add_option("--data", p.append.data, "Payload, a JSON document")->required();
+  CLI::Option* metadata = append->add_option("--metadata", p.metadata, "Metadata, a JSON document");
+  append
+      ->add_option("--expected", p.append.expected,
+                   "The stream's current version: a number, any, no-stream or exists")
+      ->capture_default_str();
+  CLI::Option* id = append->add_option(
+      "--id", p.id, "Event id (UUID); retrying with the same id does not append twice");
+
+  CLI::App* read = app.add_subcommand("read", "Read a stream's events");
+  read->add_option("STREAM", p.read.stream, "Stream name")->required();
+  read->add_flag("--backward", p.read.backward, "Newest first");
+  CLI::Option* read_from =
+      read->add_option("--from", p.read_from,
+                       "First version to show (default: the first, or the last if --backward)");
+  read->add_option("--limit", p.read.limit, "Most events to show")
+      ->check(CLI::Range(uint64_t{1}, kMaxLimitEvents))
+      ->capture_default_str();
+
+  CLI::App* read_all = app.add_subcommand("read-all", "Read the global log of every stream");
+  read_all->add_option("--from", p.read_all.from_position, "First global position")
+      ->capture_default_str();
+  read_all->add_option("--category", p.read_all.category,
+                       "Only streams of this category (the name before its first '-')");
+  read_all->add_option("--type", p.read_all.types, "Only these event types (repeatable)");
+  read_all->add_option("--limit", p.read_all.limit, "Most events to show")
+      ->check(CLI::Range(uint64_t{1}, kMaxLimitEvents))
+      ->capture_default_str();
+
+  CLI::App* tail = app.add_subcommand("tail", "Follow new events of a stream or of all streams");
+  tail->footer(std::string(kTailDetails) + "\n" + kFooter);
+  CLI::Option* tail_stream = tail->add_option("STREAM", p.tail_stream, "Stream to follow");
+  bool tail_all = false;
+  CLI::Option* all = tail->add_flag("--all", tail_all, "Follow every stream");
+  CLI::Option* tail_from = tail->add_option(
+      "--from", p.tail_from, "First version (STREAM) or global position (--all) to show");
+  CLI::Option* category =
+      tail->add_option("--category", p.tail.category, "With --all: only streams of this category");
+  CLI::Option* types =
+      tail->add_option("--type", p.tail.types, "With --all: only these event types (repeatable)");
+  CLI::Option* count = tail->add_option("--count", p.tail_count, "Exit after this many events")
+                           ->check(CLI::Range(uint64_t{1}, kMaxLimitEvents));
+  tail->add_flag("--until-caught-up", p.tail.until_caught_up,
+                 "Exit once every event stored at the start was shown");
+  all->excludes(tail_stream);
+  category->needs(all);
+  types->needs(all);
+
+  CLI::App* info = app.add_subcommand("info", "Show a stream's head version, size and times");
+  info->add_option("STREAM", p.info.stream, "Stream name")->required();
+
+  try {
+    app.parse(argc, argv);
+    if (tail->parsed() && tail_stream->count() == 0 && all->count() == 0)
+      throw CLI::ValidationError("tail needs a STREAM or --all");
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::string message = e.what();
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    std::fprintf(stderr, "annal: %s (see annal --help)\n", message.c_str());
+    return kExitUsage;
+  }
+
+  if (metadata->count() > 0) p.append.metadata = p.metadata;
+  if (id->count() > 0) p.append.id = p.id;
+  if (read_from->count() > 0) p.read.from_version = p.read_from;
+  if (tail_stream->count() > 0) p.tail.stream = p.tail_stream;
+  if (tail_from->count() > 0) p.tail.from = p.tail_from;
+  if (count->count() > 0) p.tail.count = p.tail_count;
+
+  if (append->parsed()) return RunAppend(p.global, p.append);
+  if (read->parsed()) return RunRead(p.global, p.read);
+  if (read_all->parsed()) return RunReadAll(p.global, p.read_all);
+  if (tail->parsed()) return RunTail(p.global, p.tail);
+  return RunInfo(p.global, p.info);
+}
+
+}  // namespace
+}  // namespace annal::cli
+
+int main(int argc, char** argv) {
+  // A closed stdout or socket shows up as EPIPE from write, handled there;
+  // the default SIGPIPE would kill annal without a word.
+  signal(SIGPIPE, SIG_IGN);
+  return annal::cli::Run(argc, argv);
+}

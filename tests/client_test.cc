@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -159,17 +160,23 @@ class CuttableProxy {
   }
   uint16_t port() const { return port_; }
 
+  // Connections accepted while it runs are left alone.
   void Cut() {
-    std::vector<std::thread> pumps;
+    std::vector<Link> links;
     {
       std::lock_guard lock(mu_);
-      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
-      pumps.swap(pumps_);
+      links.swap(links_);
     }
-    for (auto& t : pumps) t.join();
-    std::lock_guard lock(mu_);
-    for (int fd : fds_) ::close(fd);
-    fds_.clear();
+    for (Link& l : links) {
+      ::shutdown(l.client, SHUT_RDWR);
+      ::shutdown(l.server, SHUT_RDWR);
+    }
+    for (Link& l : links) {
+      l.up.join();
+      l.down.join();
+      ::close(l.client);
+      ::close(l.server);
+    }
   }
 
  private:
@@ -193,10 +200,8 @@ class CuttableProxy {
         continue;
       }
       std::lock_guard lock(mu_);
-      fds_.push_back(client);
-      fds_.push_back(server);
-      pumps_.emplace_back([client, server] { Pump(client, server); });
-      pumps_.emplace_back([client, server] { Pump(server, client); });
+      links_.push_back(Link{client, server, std::thread([client, server] { Pump(client, server); }),
+                            std::thread([client, server] { Pump(server, client); })});
     }
   }
 
@@ -216,9 +221,13 @@ class CuttableProxy {
   uint16_t port_ = 0;
   int listen_fd_ = -1;
   std::thread acceptor_;
+  // One connection through the proxy: its two sockets, and a thread per direction.
+  struct Link {
+    int client, server;
+    std::thread up, down;
+  };
   std::mutex mu_;
-  std::vector<int> fds_;            // guarded by mu_
-  std::vector<std::thread> pumps_;  // guarded by mu_
+  std::vector<Link> links_;  // guarded by mu_
 };
 
 class ClientTest : public ::testing::Test {
@@ -795,12 +804,27 @@ TEST_F(ClientTest, GivingUpOnReconnectingFailsRequestsAndDropsSubscriptions) {
   EXPECT_EQ(rec.dropped().size(), 1u);
 }
 
+// True once /proc says `pid` is stopped (state T), within 5 s.
+bool WaitUntilStopped(pid_t pid) {
+  for (int i = 0; i < 500; ++i) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string all((std::istreambuf_iterator<char>(stat)), {});
+    size_t paren = all.rfind(')');
+    if (paren != std::string::npos && paren + 2 < all.size() && all[paren + 2] == 'T') return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 TEST_F(ClientTest, RequestTimesOutWhenTheServerStalls) {
   ClientOptions o = Options();
   o.request_timeout = 300ms;
   auto c = Connect(o);
   ASSERT_NE(c, nullptr);
   ASSERT_EQ(::kill(server_->pid(), SIGSTOP), 0);
+  // kill() returns before the process has stopped; until it has, it may
+  // still answer.
+  ASSERT_TRUE(WaitUntilStopped(server_->pid())) << "annald did not stop";
   auto start = std::chrono::steady_clock::now();
   Status s = c->Ping();
   auto waited = std::chrono::steady_clock::now() - start;

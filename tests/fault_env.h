@@ -72,7 +72,6 @@ class FaultLogWriterIo final : public LogWriterIo {
     return real_->Reap(out, block);
   }
 
-  void Wake() override { real_->Wake(); }
 
  private:
   std::unique_ptr<LogWriterIo> real_;

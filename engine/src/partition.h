@@ -11,7 +11,9 @@
 //   it. Readers take it shared for a lookup, then read files without it:
 //   bytes below a segment's published end_offset never change.
 // - `queue_mu_` guards the append queue, the stopping flag and the fail-stop
-//   status. Appenders hold it only to push.
+//   status. Appenders hold it only to push, and notify the writer only when
+//   it is idle (nothing in flight): a busy writer looks at the queue after
+//   each completion anyway.
 //
 // Write path (group commit): appenders queue AppendOps. When no batch is in
 // flight the writer takes everything queued, checks expected versions
@@ -190,7 +192,8 @@ class Partition {
   std::vector<std::unique_ptr<AppendOp>> queue_;  // guarded by queue_mu_
   bool stopping_ = false;                         // guarded by queue_mu_
   Status failed_;                                 // guarded by queue_mu_
-  std::atomic<bool> sleeping_{false};
+  std::condition_variable queue_cv_;              // the idle writer waits here
+  bool writer_idle_ = false;                      // guarded by queue_mu_
 
   // Writer-thread state.
   std::unique_ptr<LogWriterIo> io_;

@@ -1,10 +1,10 @@
 // The production Env: one io_uring per partition writer. A batch is written
 // with IORING_OP_WRITE linked (IOSQE_IO_LINK) to an IORING_OP_FSYNC with
 // IORING_FSYNC_DATASYNC, so the kernel starts the fdatasync only after the
-// write completed, and one system call submits both. An eventfd read kept
-// armed in the ring lets appenders wake a writer that waits in the ring.
+// write completed, and one system call submits both. (With O_DIRECT the
+// writer uses one RWF_DSYNC write instead; see SyncMode.) The ring is only
+// waited on while a batch is in flight; an idle writer sleeps on its queue.
 #include <liburing.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,7 +19,7 @@ namespace {
 
 constexpr unsigned kRingEntries = 64;
 // user_data values: tag << 2 | kind.
-constexpr uint64_t kKindWrite = 0, kKindSync = 1, kKindWake = 2;
+constexpr uint64_t kKindWrite = 0, kKindSync = 1;
 
 class UringLogWriterIo final : public LogWriterIo {
  public:
@@ -28,15 +28,11 @@ class UringLogWriterIo final : public LogWriterIo {
     int rc = io_uring_queue_init(kRingEntries, &io->ring_, 0);
     if (rc < 0) return Status::FromErrno(-rc, "io_uring_queue_init");
     io->ring_ready_ = true;
-    io->event_fd_ = ::eventfd(0, EFD_CLOEXEC);
-    if (io->event_fd_ < 0) return Status::FromErrno(errno, "eventfd");
-    ANNAL_RETURN_IF_ERROR(io->ArmWake());
     return std::unique_ptr<LogWriterIo>(std::move(io));
   }
 
   ~UringLogWriterIo() override {
     if (ring_ready_) io_uring_queue_exit(&ring_);
-    if (event_fd_ >= 0) ::close(event_fd_);
   }
 
   Status SubmitWriteSync(int fd, const void* data, size_t len, uint64_t offset, uint64_t tag,
@@ -73,20 +69,12 @@ class UringLogWriterIo final : public LogWriterIo {
       if (rc < 0) return Status::FromErrno(-rc, "io_uring_wait_cqe");
     }
     unsigned head, seen = 0;
-    bool rearm = false;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       ++seen;
-      Handle(io_uring_cqe_get_data64(cqe), cqe->res, out, &rearm);
+      Handle(io_uring_cqe_get_data64(cqe), cqe->res, out);
     }
     io_uring_cq_advance(&ring_, seen);
-    if (rearm) ANNAL_RETURN_IF_ERROR(ArmWake());
     return Status::Ok();
-  }
-
-  void Wake() override {
-    uint64_t one = 1;
-    ssize_t n = ::write(event_fd_, &one, sizeof one);
-    ANNAL_ASSERT(n == sizeof one);
   }
 
  private:
@@ -98,12 +86,8 @@ class UringLogWriterIo final : public LogWriterIo {
 
   UringLogWriterIo() = default;
 
-  void Handle(uint64_t data, int32_t res, std::vector<IoCompletion>* out, bool* rearm) {
+  void Handle(uint64_t data, int32_t res, std::vector<IoCompletion>* out) {
     uint64_t kind = data & 3, tag = data >> 2;
-    if (kind == kKindWake) {
-      *rearm = true;
-      return;
-    }
     auto it = pending_.find(tag);
     ANNAL_ASSERT(it != pending_.end());
     if (kind == kKindWrite) {
@@ -118,20 +102,8 @@ class UringLogWriterIo final : public LogWriterIo {
     out->push_back(IoCompletion{tag, result});
   }
 
-  Status ArmWake() {
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    ANNAL_ASSERT(sqe);
-    io_uring_prep_read(sqe, event_fd_, &wake_value_, sizeof wake_value_, 0);
-    io_uring_sqe_set_data64(sqe, kKindWake);
-    int rc = io_uring_submit(&ring_);
-    if (rc < 0) return Status::FromErrno(-rc, "io_uring_submit");
-    return Status::Ok();
-  }
-
   io_uring ring_{};
   bool ring_ready_ = false;
-  int event_fd_ = -1;
-  uint64_t wake_value_ = 0;
   std::unordered_map<uint64_t, Pending> pending_;
 };
 
@@ -148,13 +120,12 @@ class UringEnv final : public Env {
           "runtimes apply by default) blocks the io_uring_setup system call.");
     io_uring_probe* probe = io_uring_get_probe_ring(&ring);
     bool ok = probe && io_uring_opcode_supported(probe, IORING_OP_WRITE) &&
-              io_uring_opcode_supported(probe, IORING_OP_FSYNC) &&
-              io_uring_opcode_supported(probe, IORING_OP_READ);
+              io_uring_opcode_supported(probe, IORING_OP_FSYNC);
     if (probe) io_uring_free_probe(probe);
     io_uring_queue_exit(&ring);
     if (!ok)
       return Status::Unavailable(
-          "this kernel's io_uring lacks IORING_OP_WRITE, IORING_OP_READ or IORING_OP_FSYNC; "
+          "this kernel's io_uring lacks IORING_OP_WRITE or IORING_OP_FSYNC; "
           "annal needs Linux 5.6 or later");
     return Status::Ok();
   }

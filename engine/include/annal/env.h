@@ -36,8 +36,7 @@ struct IoCompletion {
 
 // The asynchronous I/O of one partition writer.
 //
-// Thread-safety: owned by the writer thread. Only Wake() may be called from
-// other threads.
+// Thread-safety: owned by the writer thread.
 class LogWriterIo {
  public:
   virtual ~LogWriterIo() = default;
@@ -50,11 +49,8 @@ class LogWriterIo {
                                  uint64_t tag, SyncMode mode) = 0;
 
   // Appends finished completions to `out`. With `block`, first waits until
-  // at least one completion arrives or Wake() is called.
+  // at least one completion arrives.
   virtual Status Reap(std::vector<IoCompletion>* out, bool block) = 0;
-
-  // Interrupts a blocked Reap. Safe from any thread.
-  virtual void Wake() = 0;
 };
 
 class Env {

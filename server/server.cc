@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 #include "annal/assert.h"
 
@@ -132,6 +133,16 @@ std::string SubEventFrames(uint32_t subscription_id, std::vector<RecordedEvent> 
     at += n;
   }
   return frames;
+}
+
+// Rewrites the request id of every frame in `frames`.
+void SetRequestIds(std::string* frames, uint32_t request_id) {
+  for (size_t at = 0; at + protocol::kFrameHeaderBytes <= frames->size();) {
+    uint32_t length;
+    std::memcpy(&length, frames->data() + at, 4);
+    std::memcpy(frames->data() + at + 8, &request_id, 4);
+    at += length;
+  }
 }
 
 }  // namespace
@@ -583,7 +594,18 @@ void Server::SubscriptionLoop() {
       subs = subs_;
     }
     bool progress = false;
-    for (auto& s : subs) progress |= Serve(*s, head);
+    // Subscribers of the whole log at the same position share one read.
+    std::map<uint64_t, std::vector<Subscription*>> by_position;
+    for (auto& s : subs) {
+      if (!Ready(*s, head)) continue;
+      if (s->request.scope == protocol::SubscribeRequest::Scope::kStream)
+        progress |= ServeStream(*s, head);
+      else if (s->next <= head)
+        by_position[s->next].push_back(s.get());
+      else
+        MarkCaughtUp(*s, head);
+    }
+    for (auto& [position, group] : by_position) progress |= ServeAll(position, group, head);
     {
       std::lock_guard lock(subs_mu_);
       auto gone = std::remove_if(subs_.begin(), subs_.end(), [&](const std::shared_ptr<Subscription>& s) {
@@ -607,52 +629,70 @@ void Server::SubscriptionLoop() {
   }
 }
 
-bool Server::Serve(Subscription& s, uint64_t head) {
+// False when `s` should get nothing this turn: ended, its connection gone,
+// or its connection has too much unsent (then it may be dropped for lag).
+bool Server::Ready(Subscription& s, uint64_t head) {
   if (s.done || s.unsubscribe) return false;
   std::shared_ptr<Connection> c = s.connection.lock();
   if (!c || c->closed) {
     s.done = true;
     return false;
   }
-  if (c->unsent >= config_.subscription_buffer_bytes) {
-    // The subscriber is slow: produce nothing more for it now (appenders and
-    // other subscribers go on); it reads from the log again once it drains.
-    uint64_t position = s.request.scope == protocol::SubscribeRequest::Scope::kAll ? s.next : 0;
-    if (position != 0 && head > position && head - position > config_.max_subscription_lag)
-      Drop(s, *c, "fell " + std::to_string(head - position) + " positions behind the head (limit " +
-                      std::to_string(config_.max_subscription_lag) + "); resubscribe from position " +
-                      std::to_string(position));
-    return false;
-  }
-  return s.request.scope == protocol::SubscribeRequest::Scope::kAll ? ServeAll(s, head) : ServeStream(s, head);
+  if (c->unsent < config_.subscription_buffer_bytes) return true;
+  // The subscriber is slow: produce nothing more for it now (appenders and
+  // other subscribers go on); it reads from the log again once it drains.
+  uint64_t position = s.request.scope == protocol::SubscribeRequest::Scope::kAll ? s.next : 0;
+  if (position != 0 && head > position && head - position > config_.max_subscription_lag)
+    Drop(s, *c, "fell " + std::to_string(head - position) + " positions behind the head (limit " +
+                    std::to_string(config_.max_subscription_lag) + "); resubscribe from position " +
+                    std::to_string(position));
+  return false;
 }
 
-bool Server::ServeAll(Subscription& s, uint64_t head) {
-  std::shared_ptr<Connection> c = s.connection.lock();
-  bool progress = false;
-  if (s.next <= head) {
-    auto events = store_->ReadAll(GlobalPosition(s.next), kSubscriptionBatchEvents);
-    if (!events.ok()) {
-      Drop(s, *c, "reading the log failed: " + events.status().ToString());
-      return false;
+void Server::MarkCaughtUp(Subscription& s, uint64_t head) {
+  if (s.caught_up) return;
+  s.caught_up = true;
+  if (auto c = s.connection.lock()) c->Send(Frame(Op::kCaughtUp, s.id, protocol::CaughtUp{head}));
+}
+
+// Serves every subscriber of the whole log waiting at `position` from one
+// read. Subscribers without a filter get the same frames, encoded once.
+bool Server::ServeAll(uint64_t position, const std::vector<Subscription*>& group, uint64_t head) {
+  auto events = store_->ReadAll(GlobalPosition(position), kSubscriptionBatchEvents);
+  if (!events.ok()) {
+    for (Subscription* s : group)
+      if (auto c = s->connection.lock()) Drop(*s, *c, "reading the log failed: " + events.status().ToString());
+    return false;
+  }
+  uint64_t next = events->empty() ? head + 1 : events->back().position.get() + 1;
+  std::string unfiltered;  // SUB_EVENTS frames with subscription id 0
+  for (Subscription* s : group) {
+    std::shared_ptr<Connection> c = s->connection.lock();
+    if (!c) continue;
+    std::string frames;
+    if (s->request.filter.empty()) {
+      if (unfiltered.empty() && !events->empty())
+        unfiltered = SubEventFrames(0, *events, config_.max_frame_bytes);
+      frames = unfiltered;
+      SetRequestIds(&frames, s->id);
+      metrics_state_.subscription_events += events->size();
+    } else {
+      std::vector<RecordedEvent> matched;
+      for (const RecordedEvent& e : *events)
+        if (s->request.filter.Matches(e)) matched.push_back(e);
+      metrics_state_.subscription_events += matched.size();
+      if (!matched.empty()) frames = SubEventFrames(s->id, std::move(matched), config_.max_frame_bytes);
     }
-    s.next = events->empty() ? head + 1 : events->back().position.get() + 1;
-    std::vector<RecordedEvent> matched;
-    for (RecordedEvent& e : *events)
-      if (s.request.filter.Matches(e)) matched.push_back(std::move(e));
-    metrics_state_.subscription_events += matched.size();
-    if (!matched.empty()) c->Send(SubEventFrames(s.id, std::move(matched), config_.max_frame_bytes));
-    progress = true;
+    if (!frames.empty()) c->Send(std::move(frames));
+    s->next = next;
+    if (next > head) MarkCaughtUp(*s, head);
   }
-  if (s.next > head && !s.caught_up) {
-    s.caught_up = true;
-    c->Send(Frame(Op::kCaughtUp, s.id, protocol::CaughtUp{head}));
-  }
-  return progress;
+  return true;
 }
 
 bool Server::ServeStream(Subscription& s, uint64_t head) {
   std::shared_ptr<Connection> c = s.connection.lock();
+  if (!c) return false;
   auto info = store_->GetStreamInfo(s.request.stream);
   if (!info.ok() && info.status().code() != StatusCode::kNotFound) {
     Drop(s, *c, info.status().ToString());
@@ -674,10 +714,7 @@ bool Server::ServeStream(Subscription& s, uint64_t head) {
     }
   }
   bool at_head = !info.ok() || s.next > info->head_version.get();
-  if (at_head && !s.caught_up) {
-    s.caught_up = true;
-    c->Send(Frame(Op::kCaughtUp, s.id, protocol::CaughtUp{head}));
-  }
+  if (at_head) MarkCaughtUp(s, head);
   return progress;
 }
 

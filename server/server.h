@@ -86,8 +86,9 @@ class Server {
 
   // Subscription thread.
   void SubscriptionLoop();
-  bool Serve(Subscription& s, uint64_t head);
-  bool ServeAll(Subscription& s, uint64_t head);
+  bool Ready(Subscription& s, uint64_t head);
+  void MarkCaughtUp(Subscription& s, uint64_t head);
+  bool ServeAll(uint64_t position, const std::vector<Subscription*>& group, uint64_t head);
   bool ServeStream(Subscription& s, uint64_t head);
   void Drop(Subscription& s, Connection& c, const std::string& why);
 

@@ -847,6 +847,7 @@ class Core {
       Request& r = it->second;
       r.wire_id = 0;
       if (!r.resend) {
+        ANNAL_ASSERT(!r.counted);  // only the client's own SUBSCRIBE and UNSUBSCRIBE
         it = requests_.erase(it);  // a SUBSCRIBE is queued anew below; an UNSUBSCRIBE is moot
         continue;
       }

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
@@ -783,6 +784,35 @@ TEST_F(ClientTest, SubscriptionResumesAfterTheConnectionIsCutWithoutGapOrDuplica
   EXPECT_TRUE(ClientLogged("lost the connection"));
 }
 
+TEST_F(ClientTest, ConnectionTheServerClosedForIdlenessIsReopenedByTheNextRequest) {
+  server_.reset();
+  StartServer({"--idle-timeout-ms", "200"});
+  auto c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->Ping().ok());
+  for (int i = 0; i < 500 && !server_->Logged("idle for"); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(server_->Logged("idle for")) << "the server did not close the idle connection";
+  std::this_thread::sleep_for(50ms);
+  // Nothing was outstanding, so the client waited for this request to reconnect.
+  EXPECT_TRUE(ClientLog().empty());
+  auto r = c->Append("idle-1", ExpectedVersion::NoStream(), Events("E", 0, 1));
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+}
+
+TEST_F(ClientTest, DestroyingTheClientDropsItsSubscriptionsWhichMayOutliveIt) {
+  auto c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  Recorder rec;
+  auto sub = c->SubscribeToAll(GlobalPosition(1), {}, rec.Handler());
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  ASSERT_TRUE(rec.WaitForCaughtUp());
+  c.reset();
+  ASSERT_EQ(rec.dropped().size(), 1u);
+  EXPECT_EQ(rec.dropped()[0].code(), StatusCode::kUnavailable);
+  (*sub)->Stop();  // after the client is gone: harmless
+  sub->reset();
+}
+
 TEST_F(ClientTest, GivingUpOnReconnectingFailsRequestsAndDropsSubscriptions) {
   ClientOptions o = Options();
   o.max_reconnect_attempts = 3;
@@ -804,13 +834,19 @@ TEST_F(ClientTest, GivingUpOnReconnectingFailsRequestsAndDropsSubscriptions) {
   EXPECT_EQ(rec.dropped().size(), 1u);
 }
 
-// True once /proc says `pid` is stopped (state T), within 5 s.
+// True once /proc says every thread of `pid` is stopped (state T), within 5 s.
 bool WaitUntilStopped(pid_t pid) {
+  namespace fs = std::filesystem;
   for (int i = 0; i < 500; ++i) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string all((std::istreambuf_iterator<char>(stat)), {});
-    size_t paren = all.rfind(')');
-    if (paren != std::string::npos && paren + 2 < all.size() && all[paren + 2] == 'T') return true;
+    bool all = true;
+    std::error_code ec;
+    for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+      std::ifstream stat(task.path() / "stat");
+      std::string line((std::istreambuf_iterator<char>(stat)), {});
+      size_t paren = line.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'T') all = false;
+    }
+    if (all && !ec) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;

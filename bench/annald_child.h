@@ -82,7 +82,8 @@ class AnnaldChild {
     }
     pid_ = -1;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-      return Status::IoError("annald stopped with wait status " + std::to_string(status) + "; log:" + Log());
+      return Status::IoError("annald stopped with wait status " + std::to_string(status) +
+                             "; log:" + Log());
     return Status::Ok();
   }
 
@@ -101,7 +102,7 @@ class AnnaldChild {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
     std::vector<std::string> args = {ANNAL_ANNALD_PATH, "--data-dir", data_dir, "--port", "0",
-                                     "--metrics-port", "0"};
+                                     "--metrics-port",  "0"};
     pid_ = ::fork();
     if (pid_ < 0) return Status::FromErrno(errno, "fork");
     if (pid_ == 0) {
@@ -125,7 +126,8 @@ class AnnaldChild {
   Status WaitForListening() {
     auto deadline = std::chrono::steady_clock::now() + kStartTimeout;
     while (port_ == 0) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
       pollfd p{out_fd_, POLLIN, 0};
       if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0)
         return Status::Unavailable("annald did not start listening within 30 s; log:" + Log());

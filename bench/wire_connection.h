@@ -46,7 +46,8 @@ class WireConnection {
 
   // Connects to 127.0.0.1:`port` and completes HELLO / HELLO_OK. Every
   // send and recv is MSG_DONTWAIT: nothing blocks but the explicit waits.
-  static Result<std::unique_ptr<WireConnection>> Connect(uint16_t port, const std::string& client_name) {
+  static Result<std::unique_ptr<WireConnection>> Connect(uint16_t port,
+                                                         const std::string& client_name) {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return Status::FromErrno(errno, "socket");
     std::unique_ptr<WireConnection> c(new WireConnection(fd));
@@ -77,7 +78,8 @@ class WireConnection {
   // Sends what the kernel takes now; the rest stays queued.
   Status Flush() {
     while (out_offset_ < out_.size()) {
-      ssize_t n = ::send(fd_, out_.data() + out_offset_, out_.size() - out_offset_, MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t n = ::send(fd_, out_.data() + out_offset_, out_.size() - out_offset_,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
         out_offset_ += static_cast<size_t>(n);
         continue;
@@ -126,19 +128,22 @@ class WireConnection {
 
   // Blocks (poll) until one whole frame arrives, within `timeout`. For
   // request-response exchanges outside the measured loops.
-  Status WaitForFrame(std::chrono::milliseconds timeout, protocol::FrameHeader* h, std::string* body) {
+  Status WaitForFrame(std::chrono::milliseconds timeout, protocol::FrameHeader* h,
+                      std::string* body) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     bool got = false;
     while (!got) {
       ANNAL_RETURN_IF_ERROR(ReadOne(h, body, &got));
       if (got) break;
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return Status::Unavailable("no answer from annald in time");
       pollfd p{fd_, POLLIN, 0};
       ::poll(&p, 1, static_cast<int>(left.count()));
-      ANNAL_RETURN_IF_ERROR(ReadFrames([](const protocol::FrameHeader&, std::string_view, const Received&) {
-        return false;  // only fill the buffer; ReadOne takes the frame
-      }));
+      ANNAL_RETURN_IF_ERROR(
+          ReadFrames([](const protocol::FrameHeader&, std::string_view, const Received&) {
+            return false;  // only fill the buffer; ReadOne takes the frame
+          }));
     }
     return Status::Ok();
   }
@@ -146,13 +151,14 @@ class WireConnection {
   // Queues, flushes (waiting for the socket if needed) and waits for the
   // frame that answers `request_id`. For set-up, not for measured loops.
   template <typename M>
-  Status Call(protocol::Op op, uint32_t request_id, const M& message, protocol::FrameHeader* h, std::string* body) {
+  Status Call(protocol::Op op, uint32_t request_id, const M& message, protocol::FrameHeader* h,
+              std::string* body) {
     Queue(op, request_id, message);
     ANNAL_RETURN_IF_ERROR(FlushAll(kHandshakeTimeout));
     ANNAL_RETURN_IF_ERROR(WaitForFrame(kHandshakeTimeout, h, body));
     if (h->request_id != request_id)
-      return Status::InvalidArgument("answer for request " + std::to_string(h->request_id) + ", expected " +
-                                     std::to_string(request_id));
+      return Status::InvalidArgument("answer for request " + std::to_string(h->request_id) +
+                                     ", expected " + std::to_string(request_id));
     return Status::Ok();
   }
 
@@ -162,7 +168,8 @@ class WireConnection {
   Status Handshake(const std::string& client_name) {
     protocol::FrameHeader h;
     std::string body;
-    ANNAL_RETURN_IF_ERROR(Call(protocol::Op::kHello, 0, protocol::Hello{.client_name = client_name}, &h, &body));
+    ANNAL_RETURN_IF_ERROR(
+        Call(protocol::Op::kHello, 0, protocol::Hello{.client_name = client_name}, &h, &body));
     if (h.op != protocol::Op::kHelloOk)
       return Status::InvalidArgument(std::string("HELLO answered with ") + protocol::OpName(h.op));
     return Status::Ok();
@@ -173,7 +180,8 @@ class WireConnection {
     while (has_output()) {
       ANNAL_RETURN_IF_ERROR(Flush());
       if (!has_output()) break;
-      if (std::chrono::steady_clock::now() > deadline) return Status::Unavailable("annald took no data in time");
+      if (std::chrono::steady_clock::now() > deadline)
+        return Status::Unavailable("annald took no data in time");
       pollfd p{fd_, POLLOUT, 0};
       ::poll(&p, 1, 100);
     }
@@ -184,10 +192,12 @@ class WireConnection {
   Status ReadOne(protocol::FrameHeader* h, std::string* body, bool* got) {
     *got = false;
     if (in_end_ - in_begin_ < protocol::kFrameHeaderBytes) return Status::Ok();
-    ANNAL_RETURN_IF_ERROR(protocol::DecodeFrameHeader(reinterpret_cast<const uint8_t*>(in_.data() + in_begin_),
-                                                      protocol::kDefaultMaxFrameBytes, h));
+    ANNAL_RETURN_IF_ERROR(
+        protocol::DecodeFrameHeader(reinterpret_cast<const uint8_t*>(in_.data() + in_begin_),
+                                    protocol::kDefaultMaxFrameBytes, h));
     if (in_end_ - in_begin_ < h->length) return Status::Ok();
-    body->assign(in_.data() + in_begin_ + protocol::kFrameHeaderBytes, h->length - protocol::kFrameHeaderBytes);
+    body->assign(in_.data() + in_begin_ + protocol::kFrameHeaderBytes,
+                 h->length - protocol::kFrameHeaderBytes);
     in_begin_ += h->length;
     *got = true;
     return Status::Ok();
@@ -197,8 +207,9 @@ class WireConnection {
   Status ParseFrames(const Received& at, OnFrame& on_frame) {
     while (in_end_ - in_begin_ >= protocol::kFrameHeaderBytes) {
       protocol::FrameHeader h;
-      ANNAL_RETURN_IF_ERROR(protocol::DecodeFrameHeader(reinterpret_cast<const uint8_t*>(in_.data() + in_begin_),
-                                                        protocol::kDefaultMaxFrameBytes, &h));
+      ANNAL_RETURN_IF_ERROR(
+          protocol::DecodeFrameHeader(reinterpret_cast<const uint8_t*>(in_.data() + in_begin_),
+                                      protocol::kDefaultMaxFrameBytes, &h));
       if (in_end_ - in_begin_ < h.length) {
         pending_frame_bytes_ = h.length;
         break;
@@ -257,11 +268,13 @@ class Poller {
   Status Wait(std::chrono::nanoseconds timeout, OnReady&& on_ready) {
     epoll_event events[kMaxEvents];
     if (timeout.count() < 0) timeout = std::chrono::nanoseconds(0);
-    timespec ts{static_cast<time_t>(timeout.count() / 1'000'000'000), static_cast<long>(timeout.count() % 1'000'000'000)};
+    timespec ts{static_cast<time_t>(timeout.count() / 1'000'000'000),
+                static_cast<long>(timeout.count() % 1'000'000'000)};
     int n = ::epoll_pwait2(fd_, events, kMaxEvents, &ts, nullptr);
     if (n < 0 && errno == EINTR) return Status::Ok();
     if (n < 0) return Status::FromErrno(errno, "epoll_pwait2");
-    for (int i = 0; i < n; ++i) ANNAL_RETURN_IF_ERROR(on_ready(events[i].data.u32, events[i].events));
+    for (int i = 0; i < n; ++i)
+      ANNAL_RETURN_IF_ERROR(on_ready(events[i].data.u32, events[i].events));
     return Status::Ok();
   }
 

@@ -457,8 +457,12 @@ void AppendEmptyFrame(std::string* out, Op op, uint32_t request_id) {
   FinishFrame(out, start, op, request_id);
 }
 
+size_t EncodedEventSize(size_t stream, size_t type, size_t metadata, size_t payload) {
+  return kMinRecordedEventBytes + stream + type + metadata + payload;
+}
+
 size_t EncodedSize(const RecordedEvent& e) {
-  return kMinRecordedEventBytes + e.stream.size() + e.type.size() + e.metadata.size() + e.payload.size();
+  return EncodedEventSize(e.stream.size(), e.type.size(), e.metadata.size(), e.payload.size());
 }
 
 }  // namespace annal::protocol

@@ -260,5 +260,8 @@ void AppendEmptyFrame(std::string* out, Op op, uint32_t request_id);
 // The wire size of one event in an events response; lets a sender bound
 // the frames it builds.
 size_t EncodedSize(const RecordedEvent& e);
+size_t EncodedEventSize(size_t stream, size_t type, size_t metadata, size_t payload);
+// Bytes an ALL_EVENTS or EVENTS frame needs besides its events.
+inline constexpr size_t kEventsFrameOverheadBytes = kFrameHeaderBytes + 8 + 4;
 
 }  // namespace annal::protocol

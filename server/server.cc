@@ -398,6 +398,18 @@ void Server::HandleAppend(const std::shared_ptr<Connection>& c, uint32_t rid, st
     return Fail(c, rid, Status::TooLarge("an append may hold at most " + std::to_string(config_.max_events_per_append) +
                                          " events; this one has " + std::to_string(req.events.size())), false);
   }
+  // Every event must also fit a read response, which repeats stream,
+  // version, position and time per event; else it could never be read back.
+  for (const EventData& e : req.events) {
+    size_t need = protocol::kEventsFrameOverheadBytes +
+                  protocol::EncodedEventSize(req.stream.size(), e.type.size(), e.metadata.size(), e.payload.size());
+    if (need > config_.max_frame_bytes) {
+      metrics_state_.append_errors++;
+      return Fail(c, rid, Status::TooLarge("an event of this size could not be read back within the frame limit of " +
+                                           std::to_string(config_.max_frame_bytes) + " bytes (it needs " +
+                                           std::to_string(need) + ")"), false);
+    }
+  }
   c->in_flight++;
   size_t events = req.events.size();
   Clock::time_point arrived = Clock::now();

@@ -34,7 +34,8 @@ class RawClient {
   static constexpr std::chrono::milliseconds kDefaultTimeout{10'000};
 
   // Connects to 127.0.0.1:`port` and completes HELLO / HELLO_OK.
-  static Result<std::unique_ptr<RawClient>> Connect(uint16_t port, const std::string& name = "raw-client") {
+  static Result<std::unique_ptr<RawClient>> Connect(uint16_t port,
+                                                    const std::string& name = "raw-client") {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return Status::FromErrno(errno, "socket");
     std::unique_ptr<RawClient> c(new RawClient(fd));
@@ -75,7 +76,8 @@ class RawClient {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return Status::Unavailable(Errno("send"));
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        return Status::Unavailable(Errno("send"));
       if (!WaitFor(POLLOUT, deadline)) return Status::Unavailable("annald took no data in time");
     }
     out_.clear();
@@ -91,8 +93,8 @@ class RawClient {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
       if (in_.size() >= protocol::kFrameHeaderBytes) {
-        ANNAL_RETURN_IF_ERROR(protocol::DecodeFrameHeader(reinterpret_cast<const uint8_t*>(in_.data()),
-                                                          protocol::kDefaultMaxFrameBytes, h));
+        ANNAL_RETURN_IF_ERROR(protocol::DecodeFrameHeader(
+            reinterpret_cast<const uint8_t*>(in_.data()), protocol::kDefaultMaxFrameBytes, h));
         if (in_.size() >= h->length) {
           body->assign(in_, protocol::kFrameHeaderBytes, h->length - protocol::kFrameHeaderBytes);
           in_.erase(0, h->length);
@@ -117,21 +119,24 @@ class RawClient {
 
   // One request and its answer, with nothing else in flight on this connection.
   template <typename M>
-  Status Call(protocol::Op op, uint32_t request_id, const M& message, protocol::FrameHeader* h, std::string* body) {
+  Status Call(protocol::Op op, uint32_t request_id, const M& message, protocol::FrameHeader* h,
+              std::string* body) {
     Queue(op, request_id, message);
     ANNAL_RETURN_IF_ERROR(Flush());
     ANNAL_RETURN_IF_ERROR(Next(h, body));
     if (h->request_id != request_id)
-      return Status::Corruption("answer to request " + std::to_string(h->request_id) + " while waiting for " +
-                                std::to_string(request_id));
+      return Status::Corruption("answer to request " + std::to_string(h->request_id) +
+                                " while waiting for " + std::to_string(request_id));
     return Status::Ok();
   }
 
   // The whole of `stream` from version 0, read in READ_STREAM pages.
-  Result<std::vector<RecordedEvent>> ReadWholeStream(const std::string& stream, uint32_t page = 1000) {
+  Result<std::vector<RecordedEvent>> ReadWholeStream(const std::string& stream,
+                                                     uint32_t page = 1000) {
     std::vector<RecordedEvent> all;
     while (true) {
-      protocol::ReadStreamRequest req{.stream = stream, .from_version = all.size(), .max_count = page};
+      protocol::ReadStreamRequest req{
+          .stream = stream, .from_version = all.size(), .max_count = page};
       protocol::FrameHeader h;
       std::string body;
       ANNAL_RETURN_IF_ERROR(Call(protocol::Op::kReadStream, ++next_request_id_, req, &h, &body));
@@ -144,7 +149,8 @@ class RawClient {
   }
 
   // The status an ERROR frame carries, or a description of an unexpected frame.
-  static Status AsStatus(const protocol::FrameHeader& h, const std::string& body, const std::string& what) {
+  static Status AsStatus(const protocol::FrameHeader& h, const std::string& body,
+                         const std::string& what) {
     protocol::ErrorResponse e;
     if (h.op == protocol::Op::kError && protocol::Decode(body, &e).ok())
       return protocol::ToStatus(e.code, e.actual_version, what + ": " + e.message);
@@ -155,13 +161,16 @@ class RawClient {
   explicit RawClient(int fd) : fd_(fd) {}
 
   bool WaitFor(short events, std::chrono::steady_clock::time_point deadline) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     pollfd p{fd_, events, 0};
     return ::poll(&p, 1, static_cast<int>(left.count())) != 0;  // an error shows in the next call
   }
 
-  static std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+  static std::string Errno(const char* what) {
+    return std::string(what) + ": " + std::strerror(errno);
+  }
 
   const int fd_;
   std::string out_;

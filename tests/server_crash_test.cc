@@ -76,8 +76,8 @@ EventData EventFor(const std::string& stream, uint64_t version) {
   e.id = IdFrom(h | 1, version + 1);  // never nil, so the server keeps it
   e.type = version % 3 == 0 ? "Deposited" : "Withdrawn";
   e.metadata = R"({"v":)" + std::to_string(version) + "}";
-  e.payload = R"({"stream":")" + stream + R"(","version":)" + std::to_string(version) + R"(,"pad":")" +
-              std::string(h % kMaxPadBytes, 'x') + R"("})";
+  e.payload = R"({"stream":")" + stream + R"(","version":)" + std::to_string(version) +
+              R"(,"pad":")" + std::string(h % kMaxPadBytes, 'x') + R"("})";
   return e;
 }
 
@@ -94,8 +94,9 @@ struct StreamModel {
 };
 
 std::string Describe(const Ack& a) {
-  return "round " + std::to_string(a.round) + "'s append of versions " + std::to_string(a.first_version) + ".." +
-         std::to_string(a.last_version) + " at positions " + std::to_string(a.first_position) + ".." +
+  return "round " + std::to_string(a.round) + "'s append of versions " +
+         std::to_string(a.first_version) + ".." + std::to_string(a.last_version) +
+         " at positions " + std::to_string(a.first_position) + ".." +
          std::to_string(a.last_position);
 }
 
@@ -103,8 +104,8 @@ std::string Describe(const Ack& a) {
 // Appending
 
 struct WriterOutcome {
-  std::string error;       // a failure of the server or of the test; empty: none
-  bool broken = false;     // the connection ended (the kill)
+  std::string error;    // a failure of the server or of the test; empty: none
+  bool broken = false;  // the connection ended (the kill)
   Clock::time_point broken_at{};
   uint64_t acks = 0;
 };
@@ -116,7 +117,11 @@ class Writer {
  public:
   Writer(uint16_t port, int round, std::vector<StreamModel*> streams, uint64_t seed,
          std::atomic<uint64_t>* acked_in_round)
-      : port_(port), round_(round), streams_(std::move(streams)), rng_(seed), acked_in_round_(acked_in_round),
+      : port_(port),
+        round_(round),
+        streams_(std::move(streams)),
+        rng_(seed),
+        acked_in_round_(acked_in_round),
         in_flight_(streams_.size()) {}
 
   WriterOutcome Run() {
@@ -131,7 +136,9 @@ class Writer {
       std::string body;
       bool timed_out = false;
       if (Status s = client_->Next(&h, &body, kAnswerTimeout, &timed_out); !s.ok()) {
-        if (timed_out) return Failed("no answer within 10 s with " + std::to_string(InFlight()) + " appends in flight");
+        if (timed_out)
+          return Failed("no answer within 10 s with " + std::to_string(InFlight()) +
+                        " appends in flight");
         return Broken();
       }
       if (std::string wrong = OnAnswer(h, body); !wrong.empty()) return Failed(wrong);
@@ -154,8 +161,10 @@ class Writer {
     f.count = 1 + static_cast<uint32_t>(rng_() % kMaxEventsPerAppend);
     protocol::AppendRequest req;
     req.stream = m.name;
-    req.expected = m.head < 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(static_cast<uint64_t>(m.head));
-    for (uint32_t i = 0; i < f.count; ++i) req.events.push_back(EventFor(m.name, f.first_version + i));
+    req.expected = m.head < 0 ? ExpectedVersion::NoStream()
+                              : ExpectedVersion::Exact(static_cast<uint64_t>(m.head));
+    for (uint32_t i = 0; i < f.count; ++i)
+      req.events.push_back(EventFor(m.name, f.first_version + i));
     client_->Queue(Op::kAppend, f.request_id, req);
     ++sent_;
   }
@@ -163,23 +172,29 @@ class Writer {
   // Records an APPEND_OK and sends that stream's next append. Returns what
   // is wrong with the answer, or "".
   std::string OnAnswer(const protocol::FrameHeader& h, const std::string& body) {
-    auto slot_it = std::find_if(in_flight_.begin(), in_flight_.end(),
-                                [&](const InFlightAppend& f) { return f.request_id == h.request_id; });
-    if (slot_it == in_flight_.end()) return "an answer to request " + std::to_string(h.request_id) + ", never sent";
+    auto slot_it = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const InFlightAppend& f) {
+      return f.request_id == h.request_id;
+    });
+    if (slot_it == in_flight_.end())
+      return "an answer to request " + std::to_string(h.request_id) + ", never sent";
     size_t slot = static_cast<size_t>(slot_it - in_flight_.begin());
     InFlightAppend f = *slot_it;
     slot_it->request_id = 0;
     StreamModel& m = *streams_[slot];
-    std::string what = "append to " + m.name + " of versions " + std::to_string(f.first_version) + "..";
-    if (h.op != Op::kAppendOk) return what + ": " + RawClient::AsStatus(h, body, "APPEND").ToString();
+    std::string what =
+        "append to " + m.name + " of versions " + std::to_string(f.first_version) + "..";
+    if (h.op != Op::kAppendOk)
+      return what + ": " + RawClient::AsStatus(h, body, "APPEND").ToString();
     AppendResult r;
     if (Status s = protocol::Decode(body, &r); !s.ok()) return what + ": " + s.ToString();
     uint64_t last_version = f.first_version + f.count - 1;
-    if (r.first_version.get() != f.first_version || r.last_version.get() != last_version || r.idempotent_replay ||
-        r.first_position.get() < 1 || r.last_position.get() < r.first_position.get() + f.count - 1)
+    if (r.first_version.get() != f.first_version || r.last_version.get() != last_version ||
+        r.idempotent_replay || r.first_position.get() < 1 ||
+        r.last_position.get() < r.first_position.get() + f.count - 1)
       return what + ": APPEND_OK gave versions " + std::to_string(r.first_version.get()) + ".." +
-             std::to_string(r.last_version.get()) + ", positions " + std::to_string(r.first_position.get()) + ".." +
-             std::to_string(r.last_position.get()) + (r.idempotent_replay ? ", replay" : "");
+             std::to_string(r.last_version.get()) + ", positions " +
+             std::to_string(r.first_position.get()) + ".." + std::to_string(r.last_position.get()) +
+             (r.idempotent_replay ? ", replay" : "");
     m.acks.push_back(Ack{.round = round_,
                          .first_version = f.first_version,
                          .last_version = last_version,
@@ -194,7 +209,8 @@ class Writer {
 
   size_t InFlight() const {
     return static_cast<size_t>(
-        std::count_if(in_flight_.begin(), in_flight_.end(), [](const InFlightAppend& f) { return f.request_id != 0; }));
+        std::count_if(in_flight_.begin(), in_flight_.end(),
+                      [](const InFlightAppend& f) { return f.request_id != 0; }));
   }
 
   WriterOutcome Failed(std::string error) {
@@ -227,21 +243,24 @@ class Checker {
   // Reads every stream from the server on `port` and checks it against the
   // model (see the file comment); advances each model's head to the
   // server's. Returns the problems found, empty when there are none.
-  static std::vector<std::string> Check(uint16_t port, std::vector<StreamModel>* streams, uint64_t* unacked_events) {
+  static std::vector<std::string> Check(uint16_t port, std::vector<StreamModel>* streams,
+                                        uint64_t* unacked_events) {
     Checker c;
     auto client = RawClient::Connect(port, "crash-checker");
     if (!client.ok()) return {"connect: " + client.status().ToString()};
     std::vector<uint64_t> positions;
     for (StreamModel& m : *streams) {
       auto events = (*client)->ReadWholeStream(m.name);
-      if (!events.ok() && events.status().code() == StatusCode::kNotFound) events = std::vector<RecordedEvent>{};
+      if (!events.ok() && events.status().code() == StatusCode::kNotFound)
+        events = std::vector<RecordedEvent>{};
       if (!events.ok()) {
         c.Problem("READ_STREAM " + m.name + ": " + events.status().ToString());
         continue;
       }
       c.CheckStream(m, *events, unacked_events);
       for (const RecordedEvent& e : *events) positions.push_back(e.position.get());
-      if (!events->empty()) m.head = std::max<int64_t>(m.head, static_cast<int64_t>(events->back().version.get()));
+      if (!events->empty())
+        m.head = std::max<int64_t>(m.head, static_cast<int64_t>(events->back().version.get()));
     }
     std::sort(positions.begin(), positions.end());
     if (auto dup = std::adjacent_find(positions.begin(), positions.end()); dup != positions.end())
@@ -250,20 +269,24 @@ class Checker {
   }
 
  private:
-  void CheckStream(const StreamModel& m, const std::vector<RecordedEvent>& events, uint64_t* unacked_events) {
+  void CheckStream(const StreamModel& m, const std::vector<RecordedEvent>& events,
+                   uint64_t* unacked_events) {
     if (static_cast<int64_t>(events.size()) - 1 < m.head)
-      Problem(m.name + " ends at version " + std::to_string(static_cast<int64_t>(events.size()) - 1) +
-              "; version " + std::to_string(m.head) + " was acknowledged or seen before");
+      Problem(m.name + " ends at version " +
+              std::to_string(static_cast<int64_t>(events.size()) - 1) + "; version " +
+              std::to_string(m.head) + " was acknowledged or seen before");
     for (size_t v = 0; v < events.size(); ++v) {
       const RecordedEvent& e = events[v];
       EventData want = EventFor(m.name, v);
       if (e.stream != m.name || e.version.get() != v)
-        Problem(m.name + " event " + std::to_string(v) + " is " + e.stream + " version " + std::to_string(e.version.get()));
-      else if (e.id != want.id || e.type != want.type || e.metadata != want.metadata || e.payload != want.payload)
+        Problem(m.name + " event " + std::to_string(v) + " is " + e.stream + " version " +
+                std::to_string(e.version.get()));
+      else if (e.id != want.id || e.type != want.type || e.metadata != want.metadata ||
+               e.payload != want.payload)
         Problem(m.name + " version " + std::to_string(v) + " does not hold the event sent for it");
       if (v > 0 && e.position <= events[v - 1].position)
-        Problem(m.name + " version " + std::to_string(v) + " is at position " + std::to_string(e.position.get()) +
-                ", not above the previous version's");
+        Problem(m.name + " version " + std::to_string(v) + " is at position " +
+                std::to_string(e.position.get()) + ", not above the previous version's");
     }
     uint64_t acked_through = 0;
     for (const Ack& a : m.acks) {
@@ -304,14 +327,16 @@ uint64_t Seed() {
 // Runs one round's writers against `server`, kills it with SIGKILL a random
 // moment after appends are being acknowledged, and returns what went wrong
 // (empty: nothing).
-std::vector<std::string> AppendThenKill(AnnaldProcess& server, int round, std::vector<StreamModel>* streams,
-                                        std::mt19937_64& rng, uint64_t* acks) {
+std::vector<std::string> AppendThenKill(AnnaldProcess& server, int round,
+                                        std::vector<StreamModel>* streams, std::mt19937_64& rng,
+                                        uint64_t* acks) {
   std::atomic<uint64_t> acked_in_round{0};
   std::vector<WriterOutcome> outcomes(kConnections);
   std::vector<std::thread> threads;
   for (int c = 0; c < kConnections; ++c) {
     std::vector<StreamModel*> own;
-    for (int i = 0; i < kStreamsPerConnection; ++i) own.push_back(&(*streams)[c * kStreamsPerConnection + i]);
+    for (int i = 0; i < kStreamsPerConnection; ++i)
+      own.push_back(&(*streams)[c * kStreamsPerConnection + i]);
     threads.emplace_back([&, c, own, seed = rng()] {
       outcomes[c] = Writer(server.port(), round, own, seed, &acked_in_round).Run();
     });
@@ -321,7 +346,8 @@ std::vector<std::string> AppendThenKill(AnnaldProcess& server, int round, std::v
   while (acked_in_round == 0 && Clock::now() < first_ack_deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   if (acked_in_round == 0) problems.push_back("no append was acknowledged within 20 s");
-  int delay_ms = kKillDelayMinMs + static_cast<int>(rng() % (kKillDelayMaxMs - kKillDelayMinMs + 1));
+  int delay_ms =
+      kKillDelayMinMs + static_cast<int>(rng() % (kKillDelayMaxMs - kKillDelayMinMs + 1));
   std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
   Clock::time_point killed_at = Clock::now();
   server.Kill(SIGKILL);
@@ -343,7 +369,8 @@ TEST(ServerCrashTest, AcknowledgedAppendsSurviveSigkillUnderLoad) {
   TempDir dir("server-crash");
   std::vector<StreamModel> streams;
   for (int c = 0; c < kConnections; ++c)
-    for (int i = 0; i < kStreamsPerConnection; ++i) streams.push_back(StreamModel{.name = StreamName(c, i)});
+    for (int i = 0; i < kStreamsPerConnection; ++i)
+      streams.push_back(StreamModel{.name = StreamName(c, i)});
 
   uint64_t total_acks = 0, total_unacked = 0;
   for (int round = 0; round <= kRounds; ++round) {
@@ -351,18 +378,19 @@ TEST(ServerCrashTest, AcknowledgedAppendsSurviveSigkillUnderLoad) {
     ASSERT_TRUE(server.ok()) << "round " << round << ": " << server.status().ToString();
     uint64_t unacked = 0;
     std::vector<std::string> problems = Checker::Check((*server)->port(), &streams, &unacked);
-    ASSERT_TRUE(problems.empty()) << "after the kill of round " << round - 1 << ":" << Join(problems)
+    ASSERT_TRUE(problems.empty()) << "after the kill of round " << round - 1 << ":"
+                                  << Join(problems)
                                   << "\nannald's log:" << Join((*server)->Lines());
     total_unacked += unacked;
     if (round == kRounds) {
-      EXPECT_TRUE((*server)->Stop()) << "annald did not stop cleanly on SIGTERM; its log:"
-                                     << Join((*server)->Lines());
+      EXPECT_TRUE((*server)->Stop())
+          << "annald did not stop cleanly on SIGTERM; its log:" << Join((*server)->Lines());
       break;
     }
     uint64_t acks = 0;
     problems = AppendThenKill(**server, round, &streams, rng, &acks);
-    ASSERT_TRUE(problems.empty()) << "round " << round << ":" << Join(problems) << "\nannald's log:"
-                                  << Join((*server)->Lines());
+    ASSERT_TRUE(problems.empty()) << "round " << round << ":" << Join(problems)
+                                  << "\nannald's log:" << Join((*server)->Lines());
     total_acks += acks;
   }
   // For the record: how much each run exercised. Events past the last

@@ -171,3 +171,59 @@ TEST(ServerTest, BadConfigurationIsRefusedWithAMessage) {
 
 }  // namespace
 }  // namespace annal
+
+namespace annal {
+namespace {
+
+// Regression: an event accepted at the frame limit could not be read back,
+// because a read response repeats stream, version, position and time per
+// event. Such an append is now refused; the largest one that is accepted
+// reads back.
+TEST(ServerTest, AnEventTooLargeToReadBackIsRefused) {
+  TempDir dir("server-framelimit");
+  auto server = AnnaldProcess::Start(dir.path(), {"--max-frame-bytes", "65536"});
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  protocol::HelloOk ok;
+  int fd = Handshake((*server)->port(), &ok);
+  ASSERT_GE(fd, 0);
+  auto append = [&](uint32_t rid, size_t frame_bytes, protocol::FrameHeader* h, std::string* body) {
+    protocol::AppendRequest req;
+    req.stream = "limit-1";
+    req.events.push_back(EventData{.type = "T", .payload = ""});
+    std::string probe;
+    protocol::AppendFrame(&probe, Op::kAppend, rid, req);
+    req.events[0].payload.assign(frame_bytes - probe.size(), 'x');
+    std::string out;
+    protocol::AppendFrame(&out, Op::kAppend, rid, req);
+    EXPECT_EQ(out.size(), frame_bytes);
+    return SendAll(fd, out) && ReadFrame(fd, h, body);
+  };
+  protocol::FrameHeader h;
+  std::string body;
+  ASSERT_TRUE(append(2, 65536, &h, &body));
+  ASSERT_EQ(h.op, Op::kError);
+  protocol::ErrorResponse e;
+  ASSERT_TRUE(protocol::Decode(body, &e).ok());
+  EXPECT_EQ(e.code, protocol::ErrorCode::kTooLarge);
+  EXPECT_NE(e.message.find("could not be read back"), std::string::npos) << e.message;
+
+  // Shrink until accepted; what is accepted must read back whole.
+  size_t frame = 65536;
+  do {
+    frame -= 1;
+    ASSERT_TRUE(append(3, frame, &h, &body));
+  } while (h.op == Op::kError && frame > 65536 - 64);
+  ASSERT_EQ(h.op, Op::kAppendOk) << "an append 64 bytes under the limit must be accepted";
+  std::string out;
+  protocol::AppendFrame(&out, Op::kReadStream, 4, protocol::ReadStreamRequest{"limit-1", 0, ReadDirection::kForward, 10});
+  ASSERT_TRUE(SendAll(fd, out) && ReadFrame(fd, &h, &body));
+  ASSERT_EQ(h.op, Op::kEvents);
+  protocol::EventsResponse events;
+  ASSERT_TRUE(protocol::Decode(body, &events).ok());
+  ASSERT_EQ(events.events.size(), 1u);
+  EXPECT_LE(h.length, 65536u);
+  ::close(fd);
+}
+
+}  // namespace
+}  // namespace annal

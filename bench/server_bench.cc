@@ -58,7 +58,7 @@
 #include "annal/assert.h"
 #include "annal/status.h"
 #include "annal/types.h"
-#include "annald_child.h"
+#include "annald_process.h"
 #include "bench_util.h"
 #include "protocol.h"
 #include "wire_connection.h"
@@ -491,7 +491,7 @@ class LoopbackLoad {
 bool RunAgainstAnnald(benchmark::State& state, const std::string& name, LoadSpec spec,
                       LoadOutcome* out) {
   ScratchDir dir(name);
-  auto annald = AnnaldChild::Start(dir.path() / "data");
+  auto annald = testing::AnnaldProcess::Start(dir.path() / "data");
   if (!annald.ok()) {
     state.SkipWithError(annald.status().ToString().c_str());
     return false;
@@ -505,10 +505,13 @@ bool RunAgainstAnnald(benchmark::State& state, const std::string& name, LoadSpec
     s = load.Run(out);
     server_cpu_s = ProcessCpuSeconds((*annald)->pid()) - cpu_before;
   }
-  Status stopped = (*annald)->Stop();
-  if (s.ok()) s = stopped;
+  // SIGTERM, and a clean exit (status 0) within 30 s.
+  if (s.ok() && !(*annald)->Stop(std::chrono::seconds(30)))
+    s = Status::Unavailable("annald did not stop cleanly on SIGTERM");
   if (!s.ok()) {
-    state.SkipWithError((s.ToString() + "\nannald's last log lines:" + (*annald)->Log()).c_str());
+    std::string log;
+    for (const std::string& line : (*annald)->Lines()) log += "\n  " + line;
+    state.SkipWithError((s.ToString() + "\nannald's log:" + log).c_str());
     return false;
   }
   double elapsed_s = static_cast<double>(out->elapsed_ns) / 1e9;

@@ -347,6 +347,14 @@ void Partition::WriterLoop() {
       Status s = io_->Reap(&completions, /*block=*/true);
       if (!s.ok()) FailStop(s);
       for (const IoCompletion& c : completions) Complete(c);
+      // Start the next write before answering the batch that completed:
+      // the device works on it while the callbacks run.
+      if (inflight_.ops.empty()) {
+        (void)TakeQueued();
+        FillGathering();
+        if (!gathering_.ops.empty()) Submit();
+      }
+      Acknowledge();
       continue;
     }
     bool stopping = TakeQueued();
@@ -641,16 +649,25 @@ void Partition::Complete(const IoCompletion& c) {
     auto p = pending_.find(op->stream);
     ANNAL_ASSERT(p != pending_.end() && p->second.ops > 0);
     if (--p->second.ops == 0) pending_.erase(p);
+  }
+  // Answered by Acknowledge, after the next batch is on its way.
+  ANNAL_ASSERT(acked_.ops.empty());
+  std::swap(acked_, inflight_);  // inflight_ gets a reset batch, with capacity
+}
+
+// Runs the callbacks of the batch that became durable.
+void Partition::Acknowledge() {
+  for (auto& op : acked_.ops) {
     uint64_t n = op->events.size();
     AppendResult r;
     r.first_version = StreamVersion(op->first_version);
     r.last_version = StreamVersion(op->first_version + n - 1);
-    r.first_position = GlobalPosition(inflight_.first_position + op->first_record);
-    r.last_position = GlobalPosition(inflight_.first_position + op->first_record + n - 1);
-    r.recorded_at_ns = inflight_.recorded_at_ns;
+    r.first_position = GlobalPosition(acked_.first_position + op->first_record);
+    r.last_position = GlobalPosition(acked_.first_position + op->first_record + n - 1);
+    r.recorded_at_ns = acked_.recorded_at_ns;
     op->done(r);
   }
-  inflight_.Reset();  // keeps the buffer's capacity for a later batch
+  acked_.Reset();  // keeps the buffer's capacity for a later batch
 }
 
 void Partition::Publish(const Batch& b) {

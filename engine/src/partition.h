@@ -169,6 +169,7 @@ class Partition {
   void Submit();
   Status SubmitDirect(const Batch& b);
   void Complete(const IoCompletion& c);
+  void Acknowledge();
   void Publish(const Batch& b);
   void FailStop(const Status& why);
   Status FailedStatus();
@@ -200,7 +201,8 @@ class Partition {
   std::thread writer_;
   std::shared_ptr<SegmentFile> active_;
   uint64_t write_offset_ = 0;
-  Batch inflight_, gathering_;
+  // gathering_ -> inflight_ (written) -> acked_ (durable, being answered).
+  Batch inflight_, gathering_, acked_;
   // Direct I/O of the active segment (see Submit): a descriptor opened with
   // O_DIRECT, the aligned buffer the batch in flight is written from, and
   // the bytes before write_offset_ in its block, which the next write

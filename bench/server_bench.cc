@@ -61,6 +61,7 @@
 #include "annald_process.h"
 #include "bench_util.h"
 #include "protocol.h"
+#include "runner.h"
 #include "wire_connection.h"
 
 namespace annal::bench {
@@ -97,19 +98,6 @@ void Settle() {
 }
 
 // CPU seconds (user + system) of process `pid` so far, from /proc.
-double ProcessCpuSeconds(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  size_t close = text.rfind(')');  // the command name may hold spaces
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(text.substr(close + 2));
-  std::string skip;
-  for (int i = 0; i < 11; ++i) fields >> skip;  // state .. cmajflt (fields 3..13)
-  double utime = 0, stime = 0;
-  fields >> utime >> stime;
-  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
 double ThreadCpuSeconds() {
   rusage u{};
   ::getrusage(RUSAGE_THREAD, &u);
@@ -500,10 +488,10 @@ bool RunAgainstAnnald(benchmark::State& state, const std::string& name, LoadSpec
   Status s;
   double server_cpu_s = 0;
   for (auto _ : state) {
-    double cpu_before = ProcessCpuSeconds((*annald)->pid());
+    double cpu_before = loadgen::ProcessTreeCpuSeconds((*annald)->pid());
     LoopbackLoad load((*annald)->port(), spec);
     s = load.Run(out);
-    server_cpu_s = ProcessCpuSeconds((*annald)->pid()) - cpu_before;
+    server_cpu_s = loadgen::ProcessTreeCpuSeconds((*annald)->pid()) - cpu_before;
   }
   // SIGTERM, and a clean exit (status 0) within 30 s.
   if (s.ok() && !(*annald)->Stop(std::chrono::seconds(30)))

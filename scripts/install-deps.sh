@@ -8,6 +8,7 @@ packages=(
   liburing-dev libxxhash-dev libzstd-dev
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libpq-dev postgresql
 )
 if [[ "${1:-}" == "--with-clang" ]]; then
   packages+=(clang libclang-rt-14-dev)

@@ -44,19 +44,22 @@ class WireConnection {
   static constexpr size_t kReadChunkBytes = 256 * 1024;
   static constexpr std::chrono::seconds kHandshakeTimeout{10};
 
-  // Connects to 127.0.0.1:`port` and completes HELLO / HELLO_OK. Every
-  // send and recv is MSG_DONTWAIT: nothing blocks but the explicit waits.
+  // Connects to `host` (an IPv4 address; default loopback):`port` and
+  // completes HELLO / HELLO_OK. Every send and recv is MSG_DONTWAIT:
+  // nothing blocks but the explicit waits.
   static Result<std::unique_ptr<WireConnection>> Connect(uint16_t port,
-                                                         const std::string& client_name) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return Status::FromErrno(errno, "socket");
-    std::unique_ptr<WireConnection> c(new WireConnection(fd));
+                                                         const std::string& client_name,
+                                                         const std::string& host = "127.0.0.1") {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1)
+      return Status::InvalidArgument("'" + host + "' is not an IPv4 address");
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Status::FromErrno(errno, "socket");
+    std::unique_ptr<WireConnection> c(new WireConnection(fd));
     if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-      return Status::FromErrno(errno, "connect to 127.0.0.1:" + std::to_string(port));
+      return Status::FromErrno(errno, "connect to " + host + ":" + std::to_string(port));
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     ANNAL_RETURN_IF_ERROR(c->Handshake(client_name));
@@ -256,10 +259,12 @@ class Poller {
   Poller(const Poller&) = delete;
   Poller& operator=(const Poller&) = delete;
 
-  void Add(const WireConnection& c, uint32_t tag) { Control(EPOLL_CTL_ADD, c, tag, EPOLLIN); }
+  void Add(const WireConnection& c, uint32_t tag) { Add(c.fd(), tag); }
+  void Add(int fd, uint32_t tag) { Control(EPOLL_CTL_ADD, fd, tag, EPOLLIN); }
   // Asks for EPOLLOUT too while `c` has output the kernel did not take.
-  void WantWrite(const WireConnection& c, uint32_t tag, bool want) {
-    Control(EPOLL_CTL_MOD, c, tag, EPOLLIN | (want ? EPOLLOUT : 0u));
+  void WantWrite(const WireConnection& c, uint32_t tag, bool want) { WantWrite(c.fd(), tag, want); }
+  void WantWrite(int fd, uint32_t tag, bool want) {
+    Control(EPOLL_CTL_MOD, fd, tag, EPOLLIN | (want ? EPOLLOUT : 0u));
   }
 
   // Waits up to `timeout` (0: do not wait) and calls on_ready(tag, events)
@@ -279,11 +284,11 @@ class Poller {
   }
 
  private:
-  void Control(int op, const WireConnection& c, uint32_t tag, uint32_t events) {
+  void Control(int op, int fd, uint32_t tag, uint32_t events) {
     epoll_event ev{};
     ev.events = events;
     ev.data.u32 = tag;
-    ANNAL_ASSERT(::epoll_ctl(fd_, op, c.fd(), &ev) == 0);
+    ANNAL_ASSERT(::epoll_ctl(fd_, op, fd, &ev) == 0);
   }
 
   const int fd_;

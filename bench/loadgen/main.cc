@@ -38,6 +38,7 @@ struct Cli {
   bool json = false, quiet = false;
   bool sweep = false;
   double sweep_factor = 1.25, sweep_max = 2'000'000, sweep_p99_ms = 1;
+  int sweep_misses = 2;
   std::string spectrum_file;
   std::string run_id;
   WorkloadOptions workload;
@@ -208,9 +209,13 @@ int Main(int argc, char** argv) {
   app.add_option("--spectrum", c.spectrum_file, "Write the latency percentile spectrum (for plots) to this file");
   app.add_flag("--json", c.json, "Print the result as JSON");
   app.add_flag("--quiet", c.quiet, "No line per second");
-  app.add_flag("--sweep", c.sweep, "Raise the rate from --rate until p99 passes --sweep-p99-ms; report the knee");
+  app.add_flag("--sweep", c.sweep,
+               "Raise the rate from --rate until p99 passes --sweep-p99-ms (--sweep-misses steps in a row); report the knee");
   app.add_option("--sweep-factor", c.sweep_factor, "Rate multiplier per sweep step")->check(CLI::Range(1.01, 10.0))->capture_default_str();
   app.add_option("--sweep-max", c.sweep_max, "Highest rate a sweep tries")->capture_default_str();
+  app.add_option("--sweep-misses", c.sweep_misses,
+                 "Consecutive steps that miss before a sweep stops (one noisy step does not end it)")
+      ->check(CLI::Range(1, 10))->capture_default_str();
   app.add_option("--sweep-p99-ms", c.sweep_p99_ms, "p99 bound of a sustainable rate")->check(CLI::PositiveNumber)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -251,6 +256,7 @@ int Main(int argc, char** argv) {
                      {"connections", (*target)->connections()}};
   double rate = c.run.rate_per_s;
   double knee = 0;
+  int misses = 0;
   while (true) {
     c.run.rate_per_s = rate;
     if (!c.json && c.sweep) std::printf("\n--- %s at %.0f requests/s\n", name.c_str(), rate);
@@ -273,16 +279,19 @@ int Main(int argc, char** argv) {
     nlohmann::json step = ToJson(*r, c.run);
     step["holds"] = holds;
     out["sweep"].push_back(step);
-    if (!holds) break;
-    knee = r->achieved_per_s;
+    misses = holds ? 0 : misses + 1;
+    if (holds) knee = std::max(knee, r->achieved_per_s);
+    if (misses >= c.sweep_misses) break;
     if (rate * c.sweep_factor > c.sweep_max) break;
     rate *= c.sweep_factor;
   }
   if (c.sweep) {
     out["knee_per_s"] = knee;
     out["knee_p99_bound_ms"] = c.sweep_p99_ms;
-    if (!c.json) std::printf("\nknee (highest rate with p99 <= %g ms, nothing failed, kept up): %.0f requests/s\n",
-                             c.sweep_p99_ms, knee);
+    if (!c.json)
+      std::printf("\nknee (highest rate with p99 <= %g ms, nothing failed, kept up; the sweep stopped after %d "
+                  "missed step(s) in a row): %.0f requests/s\n",
+                  c.sweep_p99_ms, c.sweep_misses, knee);
   }
   if (c.json) std::cout << out.dump(2) << '\n';
   return 0;

@@ -216,7 +216,7 @@ Status Loop::OnReady(uint32_t index) {
     deliveries_.clear();
     ANNAL_RETURN_IF_ERROR(target_.PollSubscriber(index - conns, &deliveries_));
     for (const Delivery& d : deliveries_)
-      if (d.recorded_at_ns >= window_begin_wall_ns_)
+      if (window_begin_wall_ns_ > 0 && d.recorded_at_ns >= window_begin_wall_ns_)
         result_.delivery.Record(static_cast<uint64_t>(std::max<int64_t>(0, d.received_ns - d.recorded_at_ns)));
     return Status::Ok();
   }

@@ -510,8 +510,11 @@ void Server::HandleSubscribe(const std::shared_ptr<Connection>& c, uint32_t rid,
   // SUBSCRIBED goes out before any SUB_EVENTS: both go through the outbox,
   // and the subscription thread only sees the subscription after this.
   c->Send(Frame(Op::kSubscribed, rid, protocol::SubscribedResponse{store_->DurableHead().get()}));
-  std::lock_guard lock(subs_mu_);
-  subs_.push_back(std::move(sub));
+  {
+    std::lock_guard lock(subs_mu_);
+    subs_.push_back(std::move(sub));
+  }
+  subs_cv_.notify_one();
 }
 
 void Server::HandleUnsubscribe(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body) {
@@ -599,12 +602,13 @@ bool Server::Drained() {
 
 void Server::SubscriptionLoop() {
   while (!stop_subscriptions_) {
-    uint64_t head = store_->DurableHead().get();
     std::vector<std::shared_ptr<Subscription>> subs;
     {
-      std::lock_guard lock(subs_mu_);
+      std::unique_lock lock(subs_mu_);
+      subs_cv_.wait(lock, [&] { return stop_subscriptions_ || !subs_.empty(); });
       subs = subs_;
     }
+    uint64_t head = store_->DurableHead().get();
     bool progress = false;
     // Subscribers of the whole log at the same position share one read.
     std::map<uint64_t, std::vector<Subscription*>> by_position;
@@ -742,7 +746,11 @@ void Server::Drop(Subscription& s, Connection& c, const std::string& why) {
 
 Status Server::Shutdown() {
   if (!io_thread_.joinable() && !sub_thread_.joinable() && !store_) return Status::Ok();
-  stop_subscriptions_ = true;
+  {
+    std::lock_guard lock(subs_mu_);
+    stop_subscriptions_ = true;
+  }
+  subs_cv_.notify_all();
   if (sub_thread_.joinable()) sub_thread_.join();
   shutting_down_ = true;
   if (wake_fd_ >= 0) {

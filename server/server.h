@@ -112,6 +112,9 @@ class Server {
 
   std::mutex subs_mu_;
   std::vector<std::shared_ptr<Subscription>> subs_;  // guarded by subs_mu_
+  // With no subscriptions the subscription thread sleeps here rather than
+  // waking on every durable batch; a new subscription or Shutdown wakes it.
+  std::condition_variable subs_cv_;
   std::atomic<bool> stop_subscriptions_{false};
   std::thread sub_thread_;
 };

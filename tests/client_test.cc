@@ -646,6 +646,41 @@ Planned Plan(size_t i) {
   return {"chain-" + std::to_string(chain), k == 0 ? ExpectedVersion::NoStream() : ExpectedVersion::Exact(k - 1), k};
 }
 
+// Submits appends 0..n-1 of the plan from a thread of its own, with at most
+// `max_outstanding` of them unanswered at a time.
+std::thread SubmitPlanned(Client& c, AppendResults& results, size_t n, size_t max_outstanding) {
+  return std::thread([&c, &results, n, max_outstanding] {
+    for (size_t i = 0; i < n; ++i) {
+      results.WaitForRoom(i, max_outstanding);
+      Planned p = Plan(i);
+      c.AppendAsync(p.stream, p.expected, {Event("Step", std::to_string(i))}, results.Callback(i));
+    }
+  });
+}
+
+// Every planned append was acknowledged at its planned version and is in the
+// log exactly once, where its acknowledgement says. Counts in `replays` the
+// appends answered as idempotent replays.
+void ExpectEachPlannedAppendOnce(Client& c, AppendResults& results, size_t n, size_t* replays) {
+  std::map<std::string, std::vector<size_t>> by_stream;
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_TRUE(results[i]->ok()) << "append " << i << ": " << results[i]->status().ToString();
+    EXPECT_EQ((*results[i])->first_version.get(), Plan(i).version) << "append " << i;
+    *replays += (*results[i])->idempotent_replay ? 1 : 0;
+    by_stream[Plan(i).stream].push_back(i);
+  }
+  for (const auto& [stream, appends] : by_stream) {
+    auto events = c.ReadStream(stream, StreamVersion(0), ReadDirection::kForward, 1000);
+    ASSERT_TRUE(events.ok()) << stream << ": " << events.status().ToString();
+    ASSERT_EQ(events->size(), appends.size()) << stream;
+    for (size_t k = 0; k < appends.size(); ++k) {
+      EXPECT_EQ((*events)[k].payload, std::to_string(appends[k])) << stream << "@" << k;
+      EXPECT_EQ((*events)[k].position, (*results[appends[k]])->first_position) << stream << "@" << k;
+    }
+  }
+  EXPECT_EQ(ReadWholeLog(c).size(), n);
+}
+
 TEST_F(ClientRestartTest, AppendsInFlightWhenTheServerIsKilledAreWrittenExactlyOnce) {
   auto c = Connect(Options());
   ASSERT_NE(c, nullptr);
@@ -653,13 +688,7 @@ TEST_F(ClientRestartTest, AppendsInFlightWhenTheServerIsKilledAreWrittenExactlyO
   constexpr size_t kMaxOutstanding = 256;
   AppendResults results(kAppends);
   // Submission goes on while the server is down: those requests wait in the client.
-  std::thread submitter([&] {
-    for (size_t i = 0; i < kAppends; ++i) {
-      results.WaitForRoom(i, kMaxOutstanding);
-      Planned p = Plan(i);
-      c->AppendAsync(p.stream, p.expected, {Event("Step", std::to_string(i))}, results.Callback(i));
-    }
-  });
+  std::thread submitter = SubmitPlanned(*c, results, kAppends, kMaxOutstanding);
   ASSERT_TRUE(results.WaitForCompleted(kAppends / 4, 60s));
   size_t completed_before_kill = results.completed();
   RestartServer();
@@ -668,26 +697,9 @@ TEST_F(ClientRestartTest, AppendsInFlightWhenTheServerIsKilledAreWrittenExactlyO
   ASSERT_LT(completed_before_kill, kAppends) << "the kill came too late to catch appends in flight";
   EXPECT_TRUE(ClientLogged("reconnected")) << "the client did not notice the restart";
 
-  // Every append was acknowledged, and is in the log exactly once, where its
-  // acknowledgement says.
   size_t replays = 0;
-  std::map<std::string, std::vector<size_t>> by_stream;
-  for (size_t i = 0; i < kAppends; ++i) {
-    ASSERT_TRUE(results[i]->ok()) << "append " << i << ": " << results[i]->status().ToString();
-    EXPECT_EQ((*results[i])->first_version.get(), Plan(i).version) << "append " << i;
-    replays += (*results[i])->idempotent_replay ? 1 : 0;
-    by_stream[Plan(i).stream].push_back(i);
-  }
-  for (const auto& [stream, appends] : by_stream) {
-    auto events = c->ReadStream(stream, StreamVersion(0), ReadDirection::kForward, 1000);
-    ASSERT_TRUE(events.ok()) << stream << ": " << events.status().ToString();
-    ASSERT_EQ(events->size(), appends.size()) << stream;
-    for (size_t k = 0; k < appends.size(); ++k) {
-      EXPECT_EQ((*events)[k].payload, std::to_string(appends[k])) << stream << "@" << k;
-      EXPECT_EQ((*events)[k].position, (*results[appends[k]])->first_position) << stream << "@" << k;
-    }
-  }
-  EXPECT_EQ(ReadWholeLog(*c).size(), kAppends);
+  ExpectEachPlannedAppendOnce(*c, results, kAppends, &replays);
+  if (HasFatalFailure()) return;
   RecordProperty("appends_before_kill", static_cast<int>(completed_before_kill));
   RecordProperty("idempotent_replays", static_cast<int>(replays));
 }
@@ -704,13 +716,7 @@ TEST_F(ClientTest, AppendsInFlightWhenTheConnectionIsCutAreWrittenExactlyOnce) {
   constexpr size_t kAppends = 2 * kChains * 100;
   constexpr size_t kMaxOutstanding = 512;
   AppendResults results(kAppends);
-  std::thread submitter([&] {
-    for (size_t i = 0; i < kAppends; ++i) {
-      results.WaitForRoom(i, kMaxOutstanding);
-      Planned p = Plan(i);
-      c->AppendAsync(p.stream, p.expected, {Event("Step", std::to_string(i))}, results.Callback(i));
-    }
-  });
+  std::thread submitter = SubmitPlanned(*c, results, kAppends, kMaxOutstanding);
   // The server goes on writing what it read; its answers are lost, and the
   // client sends those appends again.
   for (size_t cut = 1; cut <= 3; ++cut) {
@@ -721,23 +727,8 @@ TEST_F(ClientTest, AppendsInFlightWhenTheConnectionIsCutAreWrittenExactlyOnce) {
   ASSERT_TRUE(results.WaitForCompleted(kAppends, 120s)) << results.completed() << " completed";
 
   size_t replays = 0;
-  std::map<std::string, std::vector<size_t>> by_stream;
-  for (size_t i = 0; i < kAppends; ++i) {
-    ASSERT_TRUE(results[i]->ok()) << "append " << i << ": " << results[i]->status().ToString();
-    EXPECT_EQ((*results[i])->first_version.get(), Plan(i).version) << "append " << i;
-    replays += (*results[i])->idempotent_replay ? 1 : 0;
-    by_stream[Plan(i).stream].push_back(i);
-  }
-  for (const auto& [stream, appends] : by_stream) {
-    auto events = c->ReadStream(stream, StreamVersion(0), ReadDirection::kForward, 1000);
-    ASSERT_TRUE(events.ok()) << stream << ": " << events.status().ToString();
-    ASSERT_EQ(events->size(), appends.size()) << stream;
-    for (size_t k = 0; k < appends.size(); ++k) {
-      EXPECT_EQ((*events)[k].payload, std::to_string(appends[k])) << stream << "@" << k;
-      EXPECT_EQ((*events)[k].position, (*results[appends[k]])->first_position) << stream << "@" << k;
-    }
-  }
-  EXPECT_EQ(ReadWholeLog(*c).size(), kAppends);
+  ExpectEachPlannedAppendOnce(*c, results, kAppends, &replays);
+  if (HasFatalFailure()) return;
   RecordProperty("idempotent_replays", static_cast<int>(replays));
 }
 

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "frame_bytes.h"
 #include "test_util.h"
 
 namespace annal::protocol {
@@ -729,17 +730,6 @@ TEST(ProtocolTest, SubscribeToOneStreamTakesNoFilter) {
 }
 
 // ============================================================ frame header
-
-std::string Header(uint32_t length, uint8_t op, uint8_t flags, uint16_t reserved,
-                   uint32_t request_id) {
-  std::string h(kFrameHeaderBytes, '\0');
-  std::memcpy(h.data(), &length, 4);
-  h[4] = static_cast<char>(op);
-  h[5] = static_cast<char>(flags);
-  std::memcpy(h.data() + 6, &reserved, 2);
-  std::memcpy(h.data() + 8, &request_id, 4);
-  return h;
-}
 
 Status DecodeHeader(const std::string& h, uint32_t max_frame_bytes, FrameHeader* out) {
   return DecodeFrameHeader(reinterpret_cast<const uint8_t*>(h.data()), max_frame_bytes, out);

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "annald_process.h"
+#include "frame_bytes.h"
 #include "protocol.h"
 #include "test_util.h"
 
@@ -186,18 +187,6 @@ class RawConnection {
   bool cut_frame_ok_ = false;
   std::string in_;
 };
-
-// The bytes of a frame header, written by hand so they can be wrong.
-std::string Header(uint32_t length, uint8_t op, uint8_t flags, uint16_t reserved,
-                   uint32_t request_id) {
-  std::string h(kFrameHeaderBytes, '\0');
-  std::memcpy(h.data(), &length, 4);
-  h[4] = static_cast<char>(op);
-  h[5] = static_cast<char>(flags);
-  std::memcpy(h.data() + 6, &reserved, 2);
-  std::memcpy(h.data() + 8, &request_id, 4);
-  return h;
-}
 
 // A frame of `op` around `body`, whatever the body is.
 std::string RawFrame(Op op, uint32_t request_id, std::string_view body) {

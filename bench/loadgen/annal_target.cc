@@ -15,8 +15,8 @@ AnnalTarget::AnnalTarget(const AnnalOptions& o)
   for (uint32_t i = 0; i < o.workload.streams; ++i) names_.push_back(StreamName(o.run_id, i));
   append_.events.resize(o.workload.events_per_append);
   for (EventData& e : append_.events) {
-    e.type = "Deposited";
-    e.metadata = R"({"correlation_id":"annal-bench","user_id":"load"})";
+    e.type = kEventType;
+    e.metadata = kEventMetadata;
   }
   read_.direction = ReadDirection::kBackward;
   read_.from_version = UINT64_MAX;  // the head, whatever it is

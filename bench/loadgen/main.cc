@@ -70,7 +70,7 @@ nlohmann::json ToJson(const RunResult& r, const RunOptions& o) {
   j["latency"] = Percentiles(r.all);
   for (size_t k = 0; k < kOpKinds; ++k) {
     const OpStats& s = r.ops[k];
-    if (s.ok + s.conflicts + s.errors + s.timed_out == 0) continue;
+    if (s.empty()) continue;
     nlohmann::json op = Percentiles(s.latency);
     op["ok"] = s.ok;
     op["conflicts"] = s.conflicts;
@@ -93,12 +93,12 @@ nlohmann::json ToJson(const RunResult& r, const RunOptions& o) {
   return j;
 }
 
-void PrintSummary(const std::string& target, const RunResult& r, const RunOptions& o) {
+void PrintSummary(const std::string& target, const RunResult& r) {
   std::printf("\n%s: offered %.0f/s (%.0f requests), achieved %.0f/s over %.0f s\n", target.c_str(),
               r.offered_per_s, static_cast<double>(r.offered), r.achieved_per_s, r.window_s);
   for (size_t k = 0; k < kOpKinds; ++k) {
     const OpStats& s = r.ops[k];
-    if (s.ok + s.conflicts + s.errors + s.timed_out == 0) continue;
+    if (s.empty()) continue;
     std::printf("  %-12s ok %llu  conflicts %llu  errors %llu  timed out %llu\n",
                 OpKindName(static_cast<OpKind>(k)), static_cast<unsigned long long>(s.ok),
                 static_cast<unsigned long long>(s.conflicts), static_cast<unsigned long long>(s.errors),
@@ -121,13 +121,12 @@ void PrintSummary(const std::string& target, const RunResult& r, const RunOption
       std::printf(", %.2f µs server CPU per event", r.server_cpu_s * 1e6 / static_cast<double>(r.events_appended));
   }
   std::printf("\n");
-  (void)o;
 }
 
 // A run holds its rate when it kept up, failed nothing and met the p99 bound.
 bool Holds(const RunResult& r, double p99_bound_ms) {
   uint64_t failed = 0;
-  for (const OpStats& s : r.ops) failed += s.errors + s.timed_out + s.conflicts;
+  for (const OpStats& s : r.ops) failed += s.failed();
   return failed == 0 && r.achieved_per_s >= 0.95 * r.offered_per_s &&
          static_cast<double>(r.all.ValueAtPercentile(99)) <= p99_bound_ms * 1e6;
 }
@@ -265,7 +264,7 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "annal-bench: %s\n", r.status().ToString().c_str());
       return 1;
     }
-    if (!c.json) PrintSummary(name, *r, c.run);
+    if (!c.json) PrintSummary(name, *r);
     if (!c.spectrum_file.empty()) {
       std::string path = c.spectrum_file;
       if (c.sweep) path += "." + std::to_string(static_cast<long long>(rate));

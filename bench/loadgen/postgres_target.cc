@@ -54,10 +54,6 @@ constexpr const char* kReadSql =
     " WHERE aggregate_id = $1::uuid ORDER BY version DESC LIMIT $2::int";
 
 constexpr const char* kAggregateType = "bench";
-constexpr const char* kEventType = "Deposited";
-// The metadata annal-bench's annal target attaches to every event, so that
-// both stores are given the same bytes.
-constexpr const char* kMetadata = R"({"correlation_id":"annal-bench","user_id":"load"})";
 
 uint64_t Fnv1a64(std::string_view s, uint64_t hash) {
   for (unsigned char ch : s) {
@@ -301,7 +297,7 @@ Status PostgresTarget::SendAppend(Connection& c, const Request& r) {
   const char* statement = kAppendOneName;
   if (r.events == 1) {
     AppendPayload(payload_sequence_++, &payload_);
-    metadata_.assign(kMetadata);
+    metadata_.assign(kEventMetadata);
   } else {
     statement = kAppendManyName;
     payload_.push_back('[');
@@ -312,7 +308,7 @@ Status PostgresTarget::SendAppend(Connection& c, const Request& r) {
         metadata_.push_back(',');
       }
       AppendPayload(payload_sequence_++, &payload_);
-      metadata_.append(kMetadata);
+      metadata_.append(kEventMetadata);
     }
     payload_.push_back(']');
     metadata_.push_back(']');

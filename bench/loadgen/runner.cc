@@ -288,23 +288,19 @@ Result<RunResult> Loop::Run() {
     ANNAL_RETURN_IF_ERROR(poller_.Wait(std::chrono::nanoseconds(wake - now),
                                        [&](uint32_t index, uint32_t) { return OnReady(index); }));
   }
-  // What is still unanswered is charged what it has waited so far.
+  // What is still unanswered, sent or not, is charged what it has waited so far.
   int64_t now = SteadyNs();
-  for (const auto& [tag, f] : inflight_) {
-    if (!f.measured) continue;
-    OpStats& s = result_.ops[static_cast<size_t>(f.kind)];
+  auto charge = [&](OpKind kind, int64_t due_ns) {
+    OpStats& s = result_.ops[static_cast<size_t>(kind)];
     ++s.timed_out;
-    s.latency.Record(static_cast<uint64_t>(now - f.due_ns));
-    result_.all.Record(static_cast<uint64_t>(now - f.due_ns));
-  }
+    s.latency.Record(static_cast<uint64_t>(now - due_ns));
+    result_.all.Record(static_cast<uint64_t>(now - due_ns));
+  };
+  for (const auto& [tag, f] : inflight_)
+    if (f.measured) charge(f.kind, f.due_ns);
   for (const auto& q : waiting_)
     for (const Pending& p : q)
-      if (p.measured) {
-        OpStats& s = result_.ops[static_cast<size_t>(p.kind)];
-        ++s.timed_out;
-        s.latency.Record(static_cast<uint64_t>(now - p.due_ns));
-        result_.all.Record(static_cast<uint64_t>(now - p.due_ns));
-      }
+      if (p.measured) charge(p.kind, p.due_ns);
   result_.window_s = static_cast<double>(options_.duration.count()) / 1e9;
   result_.offered_per_s = static_cast<double>(result_.offered) / result_.window_s;
   // Achieved: answered requests over the time from the window's start to

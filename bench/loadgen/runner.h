@@ -70,6 +70,8 @@ struct OpStats {
   uint64_t errors = 0;
   uint64_t timed_out = 0;    // still unanswered after the drain timeout
   std::string first_error;
+  uint64_t failed() const { return conflicts + errors + timed_out; }
+  bool empty() const { return ok + failed() == 0; }  // no request of this kind was measured
 };
 
 struct RunResult {

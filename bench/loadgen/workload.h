@@ -16,6 +16,11 @@ namespace annal::loadgen {
 enum class StreamDistribution : uint8_t { kUniform = 0, kZipf = 1 };
 enum class PayloadKind : uint8_t { kJson = 0, kRandom = 1 };
 
+// Every target writes each event with this type and this metadata, so that
+// the stores compared are given the same bytes.
+inline constexpr const char* kEventType = "Deposited";
+inline constexpr const char* kEventMetadata = R"({"correlation_id":"annal-bench","user_id":"load"})";
+
 // The smallest JSON event PayloadMaker makes (the document's fixed fields).
 inline constexpr uint32_t kMinJsonEventBytes = 160;
 

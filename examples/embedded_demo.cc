@@ -25,17 +25,10 @@ annal::EventData Event(std::string type, std::string payload) {
   return e;
 }
 
-std::string FormatTime(int64_t ns) {
-  std::time_t secs = static_cast<std::time_t>(ns / 1'000'000'000);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", std::gmtime(&secs));
-  return std::string(buf) + "." + std::to_string(ns % 1'000'000'000 / 1000) + "Z";
-}
-
 void Print(const annal::RecordedEvent& e) {
   std::printf("  %-12s v%-3llu pos %-5llu %s  %-16s %s\n", e.stream.c_str(),
               static_cast<unsigned long long>(e.version.get()),
-              static_cast<unsigned long long>(e.position.get()), FormatTime(e.recorded_at_ns).c_str(),
+              static_cast<unsigned long long>(e.position.get()), annal::FormatTimestamp(e.recorded_at_ns).c_str(),
               e.type.c_str(), e.payload.c_str());
 }
 

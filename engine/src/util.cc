@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cinttypes>
+#include <ctime>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -98,5 +100,23 @@ void AssertFailed(const char* file, int line, const char* expr, const char* msg)
   std::abort();
 }
 }  // namespace detail
+
+std::string FormatTimestamp(int64_t ns_since_epoch) {
+  // Floor division, so times before 1970 still print a correct second.
+  int64_t seconds = ns_since_epoch / 1'000'000'000;
+  int64_t ns_part = ns_since_epoch % 1'000'000'000;
+  if (ns_part < 0) {
+    ns_part += 1'000'000'000;
+    --seconds;
+  }
+  time_t t = static_cast<time_t>(seconds);
+  struct tm tm {};
+  if (gmtime_r(&t, &tm) == nullptr) return std::to_string(ns_since_epoch) + "ns";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06" PRId64 "Z", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                ns_part / 1000);
+  return buf;
+}
 
 }  // namespace annal

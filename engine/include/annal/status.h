@@ -61,6 +61,12 @@ class [[nodiscard]] Status {
   // Only meaningful for kWrongExpectedVersion.
   int64_t actual_version() const { return actual_version_; }
   std::string ToString() const;
+  // The same status with "context: " before its message.
+  Status WithContext(const std::string& context) const {
+    Status s = *this;
+    s.message_ = context + ": " + message_;
+    return s;
+  }
 
  private:
   Status(StatusCode c, std::string m) : code_(c), message_(std::move(m)) {}

@@ -105,4 +105,7 @@ struct StreamInfo {
 // the whole name when it has no '-'.
 std::string_view StreamCategory(std::string_view stream);
 
+// RFC 3339 in UTC with microseconds: "2024-05-01T12:34:56.123456Z".
+std::string FormatTimestamp(int64_t ns_since_epoch);
+
 }  // namespace annal

@@ -20,12 +20,24 @@ class JsonMergePatch final : public Reducer {
   std::string Initial() const override { return "{}"; }
 
   Status Apply(std::string* state, const RecordedEvent& event) const override {
-    Json patch = Json::parse(event.payload, nullptr, /*allow_exceptions=*/false);
-    if (patch.is_discarded())
-      return Status::InvalidArgument("payload of type '" + event.type + "' is not JSON");
+    size_t applied = 0;
+    return ApplyAll(state, std::span(&event, 1), &applied);
+  }
+
+  // Decodes the state once, applies every patch, encodes it once.
+  Status ApplyAll(std::string* state, std::span<const RecordedEvent> events, size_t* applied) const override {
+    *applied = 0;
     Json doc = Json::parse(*state, nullptr, /*allow_exceptions=*/false);
     if (doc.is_discarded()) return Status::Corruption("state is not JSON");
-    doc.merge_patch(patch);
+    for (const RecordedEvent& e : events) {
+      Json patch = Json::parse(e.payload, nullptr, /*allow_exceptions=*/false);
+      if (patch.is_discarded()) {
+        *state = doc.dump();
+        return Status::InvalidArgument("payload of type '" + e.type + "' is not JSON");
+      }
+      doc.merge_patch(patch);
+      ++*applied;
+    }
     *state = doc.dump();
     return Status::Ok();
   }
@@ -96,6 +108,11 @@ class LibraryReducer final : public Reducer {
 };
 
 }  // namespace
+
+Status Reducer::ApplyAll(std::string* state, std::span<const RecordedEvent> events, size_t* applied) const {
+  for (*applied = 0; *applied < events.size(); ++*applied) ANNAL_RETURN_IF_ERROR(Apply(state, events[*applied]));
+  return Status::Ok();
+}
 
 std::shared_ptr<const Reducer> JsonMergePatchReducer() {
   static const auto reducer = std::make_shared<const JsonMergePatch>();

@@ -89,24 +89,32 @@ class StateEngineImpl final : public StateEngine {
     out.stream = std::string(stream);
     out.reducer = reducer->name();
     out.schema_version = reducer->schema_version();
-    bool started = false;
-    Visit fold = [&](RecordedEvent&& e, bool*) -> Status {
-      if (!started) {
-        out.state = reducer->Initial();
-        started = true;
-      }
-      Status s = reducer->Apply(&out.state, e);
-      if (!s.ok()) return s.WithContext("stream '" + out.stream + "' version " + std::to_string(e.version.get()));
-      ++out.events_folded;
+    // Events are folded a chunk at a time, so a reducer decodes its state
+    // once per chunk (Reducer::ApplyAll).
+    std::vector<RecordedEvent> pending;
+    auto flush = [&]() -> Status {
+      if (pending.empty()) return Status::Ok();
+      if (!out.snapshot_version && out.events_folded == 0) out.state = reducer->Initial();
+      size_t applied = 0;
+      Status s = reducer->ApplyAll(&out.state, pending, &applied);
+      out.events_folded += applied;
+      if (!s.ok())
+        return s.WithContext("stream '" + out.stream + "' version " +
+                             std::to_string(pending[std::min(applied, pending.size() - 1)].version.get()));
+      pending.clear();
       return Status::Ok();
+    };
+    Visit fold = [&](RecordedEvent&& e, bool*) -> Status {
+      pending.push_back(std::move(e));
+      return pending.size() >= kLoadChunk ? flush() : Status::Ok();
     };
     ANNAL_ASSIGN_OR_RETURN(Walked w, Walk(stream, target, reducer->name(), reducer->schema_version(),
                                           [&](const Snapshot& snap) {
                                             out.state = snap.state;
                                             out.snapshot_version = snap.version;
-                                            started = true;
                                           },
                                           fold));
+    ANNAL_RETURN_IF_ERROR(flush());
     out.version = StreamVersion(w.target_version);
     out.recorded_at_ns = w.target_recorded_at_ns;
     return out;

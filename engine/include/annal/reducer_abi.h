@@ -13,9 +13,13 @@
  * result back through `out->set(out, bytes, len)`, which copies the bytes;
  * calling it once is required on success.
  *
- * Both return 0 on success. Any other value fails the load; the function may
- * first write a NUL-terminated reason into `err` (at most `err_cap` bytes),
- * which annal includes in the error it reports.
+ * Both return 0 on success. A failing `apply` fails the load; it may first
+ * write a NUL-terminated reason into `err` (at most `err_cap` bytes), which
+ * annal includes in the error it reports. A failing `initial` counts as an
+ * empty initial state.
+ *
+ * Build one with: g++ -shared -fPIC -I<annal>/engine/include -o libr.so r.cc
+ * (tests/plugins/counter_reducer.cc is a complete example).
  */
 #ifndef ANNAL_REDUCER_ABI_H_
 #define ANNAL_REDUCER_ABI_H_

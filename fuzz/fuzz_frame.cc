@@ -9,7 +9,7 @@
 // AppendFrame, and the new frame must be the input frame byte for byte
 // (every message has exactly one encoding). Whatever decodes must also
 // satisfy the rules the decoders promise (filters, subscribe scope, error
-// codes).
+// codes, state targets and flags, snapshot sizes).
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -62,6 +62,25 @@ void Check(const EventsResponse& m) {
 void Check(const AllEventsResponse& m) {
   for (const annal::RecordedEvent& e : m.events) SeenEvents().push_back(e);
 }
+void Check(const LoadStateRequest& m) {
+  using Kind = annal::StateTarget::Kind;
+  ANNAL_ASSERT(m.target.kind == Kind::kHead || m.target.kind == Kind::kVersion ||
+               m.target.kind == Kind::kTime);
+  if (m.target.kind != Kind::kVersion) ANNAL_ASSERT(m.target.version == 0);
+  if (m.target.kind != Kind::kTime) ANNAL_ASSERT(m.target.time_ns == 0);
+}
+void Check(const StatePlanResponse& m) {
+  if (m.plan.snapshot.has_value())
+    ANNAL_ASSERT(m.plan.snapshot->state_size == m.plan.snapshot->state.size());
+  for (const annal::RecordedEvent& e : m.plan.events) SeenEvents().push_back(e);
+}
+void Check(const WriteSnapshotRequest& m) {
+  ANNAL_ASSERT(!m.snapshot.reducer.empty());
+  ANNAL_ASSERT(m.snapshot.state_size == m.snapshot.state.size());
+}
+void Check(const SnapshotsResponse& m) {
+  for (const annal::Snapshot& s : m.snapshots) ANNAL_ASSERT(s.state.empty() && s.stream.empty());
+}
 template <typename M>
 void Check(const M&) {}
 
@@ -108,6 +127,20 @@ void DecodeFrame(const FrameHeader& h, std::string_view frame) {
       return DecodeAndReencode<StreamInfoRequest>(h, frame);
     case Op::kStreamInfoOk:
       return DecodeAndReencode<annal::StreamInfo>(h, frame);
+    case Op::kLoadState:
+      return DecodeAndReencode<LoadStateRequest>(h, frame);
+    case Op::kWriteSnapshot:
+      return DecodeAndReencode<WriteSnapshotRequest>(h, frame);
+    case Op::kListSnapshots:
+      return DecodeAndReencode<ListSnapshotsRequest>(h, frame);
+    case Op::kState:
+      return DecodeAndReencode<StateResponse>(h, frame);
+    case Op::kStatePlan:
+      return DecodeAndReencode<StatePlanResponse>(h, frame);
+    case Op::kSnapshotWritten:
+      return DecodeAndReencode<SnapshotWritten>(h, frame);
+    case Op::kSnapshots:
+      return DecodeAndReencode<SnapshotsResponse>(h, frame);
     case Op::kSubscribe:
       return DecodeAndReencode<SubscribeRequest>(h, frame);
     case Op::kUnsubscribe:

@@ -247,6 +247,30 @@ std::string ClientSession() {
   one.stream = "account-42";
   protocol::AppendFrame(&out, protocol::Op::kSubscribe, 8, one);
   protocol::AppendFrame(&out, protocol::Op::kUnsubscribe, 9, protocol::UnsubscribeRequest{7});
+  // The state requests: a load of each target kind, a snapshot a client
+  // folded, and the list of a stream's snapshots.
+  protocol::LoadStateRequest head;
+  head.stream = "account-42";
+  protocol::AppendFrame(&out, protocol::Op::kLoadState, 11, head);
+  protocol::LoadStateRequest at_version = head;
+  at_version.target = annal::StateTarget::Version(3);
+  at_version.reducer = "balance";
+  at_version.schema_version = 2;
+  at_version.max_events = 100;
+  protocol::AppendFrame(&out, protocol::Op::kLoadState, 12, at_version);
+  protocol::LoadStateRequest as_of = head;
+  as_of.target = annal::StateTarget::AsOf(kSomeTimeNs);
+  as_of.plan_only = true;
+  protocol::AppendFrame(&out, protocol::Op::kLoadState, 13, as_of);
+  protocol::WriteSnapshotRequest write;
+  write.snapshot.stream = "account-42";
+  write.snapshot.version = annal::StreamVersion(3);
+  write.snapshot.reducer = "balance";
+  write.snapshot.schema_version = 2;
+  write.snapshot.state = R"({"balance":40})";
+  protocol::AppendFrame(&out, protocol::Op::kWriteSnapshot, 14, write);
+  protocol::AppendFrame(&out, protocol::Op::kListSnapshots, 15,
+                        protocol::ListSnapshotsRequest{"account-42"});
   return out;
 }
 
@@ -286,6 +310,42 @@ std::string ServerSession() {
   protocol::AppendFrame(
       &out, protocol::Op::kError, 10,
       protocol::ErrorResponse{protocol::ErrorCode::kWrongExpectedVersion, 5, "at 5, not 3"});
+  annal::State state;
+  state.stream = "account-42";
+  state.reducer = "json-merge-patch";
+  state.schema_version = 1;
+  state.version = annal::StreamVersion(5);
+  state.recorded_at_ns = kSomeTimeNs;
+  state.state = R"({"balance":40})";
+  state.snapshot_version = annal::StreamVersion(3);
+  state.events_folded = 2;
+  protocol::AppendFrame(&out, protocol::Op::kState, 11, protocol::StateResponse{state});
+  annal::Snapshot snapshot;
+  snapshot.version = annal::StreamVersion(3);
+  snapshot.recorded_at_ns = kSomeTimeNs;
+  snapshot.reducer = "balance";
+  snapshot.schema_version = 2;
+  snapshot.state = R"({"balance":40})";
+  snapshot.state_size = snapshot.state.size();
+  snapshot.taken_at_ns = kSomeTimeNs + 1;
+  annal::StatePlan plan;
+  plan.target_version = annal::StreamVersion(5);
+  plan.target_recorded_at_ns = kSomeTimeNs;
+  plan.snapshot = snapshot;
+  plan.events = {SomeEvent(4, 10), SomeEvent(5, 11)};
+  protocol::AppendFrame(&out, protocol::Op::kStatePlan, 12, protocol::StatePlanResponse{plan});
+  annal::StatePlan replay;
+  replay.target_version = annal::StreamVersion(0);
+  replay.target_recorded_at_ns = kSomeTimeNs;
+  replay.complete = false;
+  replay.events = {SomeEvent(0, 1)};
+  protocol::AppendFrame(&out, protocol::Op::kStatePlan, 13, protocol::StatePlanResponse{replay});
+  protocol::AppendFrame(&out, protocol::Op::kSnapshotWritten, 14,
+                        protocol::SnapshotWritten{kSomeTimeNs});
+  annal::Snapshot listed = snapshot;
+  listed.state.clear();
+  protocol::AppendFrame(&out, protocol::Op::kSnapshots, 15,
+                        protocol::SnapshotsResponse{{listed, listed}});
   return out;
 }
 

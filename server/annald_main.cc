@@ -1,10 +1,11 @@
 // annald: serves one annal data directory over TCP.
 //
 //   annald [--data-dir DIR] [--port N] [--metrics-port N] [--config FILE] ...
+//          [--reducer CATEGORY=json-merge-patch|LIB.so] [--snapshot-every N] ...
 //   annald --help
 //
-// SIGTERM or SIGINT: stop accepting, finish appends in flight, write a
-// checkpoint, exit 0. One log line on stderr per start, stop, error and
+// SIGTERM or SIGINT: stop accepting, finish appends and state requests in
+// flight, write a checkpoint, exit 0. One log line on stderr per start, stop, error and
 // fail-stop.
 #include <signal.h>
 
@@ -41,6 +42,14 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Reducer libraries are loaded before the store is opened, so that a bad
+  // path fails the start at once.
+  auto state_options = annal::server::MakeStateOptions(*config);
+  if (!state_options.ok()) {
+    Log("cannot start: " + state_options.status().message());
+    return 2;
+  }
+
   annal::Options options;
   options.partitions = config->partitions;
   options.segment_size_bytes = config->segment_size_mb * 1024 * 1024;
@@ -53,7 +62,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   uint64_t head = (*store)->DurableHead().get();
-  auto server = annal::server::Server::Start(*config, std::move(*store), Log);
+  auto server =
+      annal::server::Server::Start(*config, std::move(*store), std::move(*state_options), Log);
   if (!server.ok()) {
     Log("cannot start: " + server.status().ToString());
     return 1;

@@ -1,13 +1,129 @@
 #include "config.h"
 
-#include <CLI/CLI.hpp>
 #include <toml++/toml.h>
+
+#include <CLI/CLI.hpp>
+#include <exception>
+#include <vector>
 
 namespace annal::server {
 namespace {
 
+// The largest per-category snapshot interval and the most categories that
+// may be configured.
+constexpr uint32_t kMaxSnapshotEvery = 100'000'000;
+constexpr size_t kMaxConfiguredCategories = 10'000;
+
+// A category as a stream name's prefix before its first '-' can be.
+Status CheckCategory(const std::string& category) {
+  if (category.empty() || category.size() > 255)
+    return Status::InvalidArgument("a category must be 1..255 bytes: '" + category + "'");
+  if (category.find('-') != std::string::npos)
+    return Status::InvalidArgument(
+        "category '" + category +
+        "' contains '-', but a stream's category is the part of its name "
+        "before the first '-'");
+  return Status::Ok();
+}
+
+Status AddReducer(const std::string& category, const std::string& reducer, ServerConfig* c) {
+  ANNAL_RETURN_IF_ERROR(CheckCategory(category));
+  if (reducer.empty())
+    return Status::InvalidArgument("no reducer given for category '" + category + "'");
+  if (c->reducers.size() >= kMaxConfiguredCategories)
+    return Status::InvalidArgument("more than " + std::to_string(kMaxConfiguredCategories) +
+                                   " reducers");
+  c->reducers.emplace(category, reducer);  // the first one given wins
+  return Status::Ok();
+}
+
+Status AddSnapshotEvery(const std::string& category, int64_t every, ServerConfig* c) {
+  ANNAL_RETURN_IF_ERROR(CheckCategory(category));
+  if (every < 0 || every > kMaxSnapshotEvery)
+    return Status::InvalidArgument("snapshot interval for category '" + category + "' must be 0.." +
+                                   std::to_string(kMaxSnapshotEvery) + ", not " +
+                                   std::to_string(every));
+  if (c->snapshot_every_for.size() >= kMaxConfiguredCategories)
+    return Status::InvalidArgument("more than " + std::to_string(kMaxConfiguredCategories) +
+                                   " snapshot intervals");
+  c->snapshot_every_for.emplace(category,
+                                static_cast<uint32_t>(every));  // the first one given wins
+  return Status::Ok();
+}
+
+// Splits a repeatable flag's "CATEGORY=VALUE".
+Status SplitAssignment(const std::string& flag, const std::string& arg, std::string* category,
+                       std::string* value) {
+  size_t eq = arg.find('=');
+  if (eq == std::string::npos)
+    return Status::InvalidArgument(flag + " takes CATEGORY=VALUE, not '" + arg + "'");
+  *category = arg.substr(0, eq);
+  *value = arg.substr(eq + 1);
+  return Status::Ok();
+}
+
+// The per-category settings given as repeated flags; the file's are added
+// later for categories these do not name.
+Status ApplyCategoryFlags(const std::vector<std::string>& reducers,
+                          const std::vector<std::string>& every, ServerConfig* c) {
+  for (const std::string& arg : reducers) {
+    std::string category, reducer;
+    ANNAL_RETURN_IF_ERROR(SplitAssignment("--reducer", arg, &category, &reducer));
+    if (c->reducers.count(category) != 0)
+      return Status::InvalidArgument("--reducer names category '" + category + "' twice");
+    ANNAL_RETURN_IF_ERROR(AddReducer(category, reducer, c));
+  }
+  for (const std::string& arg : every) {
+    std::string category, n;
+    ANNAL_RETURN_IF_ERROR(SplitAssignment("--snapshot-every-for", arg, &category, &n));
+    if (c->snapshot_every_for.count(category) != 0)
+      return Status::InvalidArgument("--snapshot-every-for names category '" + category +
+                                     "' twice");
+    int64_t every_n = -1;
+    size_t used = 0;
+    try {
+      every_n = std::stoll(n, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != n.size())
+      return Status::InvalidArgument("--snapshot-every-for " + arg + ": '" + n +
+                                     "' is not a number");
+    ANNAL_RETURN_IF_ERROR(AddSnapshotEvery(category, every_n, c));
+  }
+  return Status::Ok();
+}
+
+// The file's [reducers] or [snapshot_every_for] table: category = value.
+Status ApplyCategoryTable(const std::string& path, const std::string& key, const toml::node& node,
+                          ServerConfig* c) {
+  const toml::table* table = node.as_table();
+  if (table == nullptr)
+    return Status::InvalidArgument("config " + path + ": '" + key +
+                                   "' must be a table of category = value");
+  for (const auto& [category_key, value] : *table) {
+    std::string category(category_key.str());
+    Status s;
+    if (key == "reducers") {
+      auto reducer = value.value<std::string>();
+      if (!reducer)
+        return Status::InvalidArgument("config " + path + ": reducers." + category +
+                                       " must be a string");
+      s = AddReducer(category, *reducer, c);
+    } else {
+      auto every = value.value<int64_t>();
+      if (!every || !value.is_integer())
+        return Status::InvalidArgument("config " + path + ": " + key + "." + category +
+                                       " must be an integer");
+      s = AddSnapshotEvery(category, *every, c);
+    }
+    if (!s.ok()) return Status::InvalidArgument("config " + path + ": " + s.message());
+  }
+  return Status::Ok();
+}
+
 // Applies the TOML file's values for keys the command line did not set.
-Status ApplyFile(const std::string& path, CLI::App& app) {
+Status ApplyFile(const std::string& path, CLI::App& app, ServerConfig* c) {
   toml::table table;
   try {
     table = toml::parse_file(path);
@@ -15,6 +131,14 @@ Status ApplyFile(const std::string& path, CLI::App& app) {
     return Status::InvalidArgument("config " + path + ": " + std::string(e.description()));
   }
   for (const auto& [key, value] : table) {
+    if (key.str() == "reducers" || key.str() == "snapshot_every_for") {
+      ANNAL_RETURN_IF_ERROR(ApplyCategoryTable(path, std::string(key.str()), value, c));
+      continue;
+    }
+    if (key.str() == "reducer")
+      return Status::InvalidArgument("config " + path +
+                                     ": reducers go in a [reducers] table: category = \"" +
+                                     kJsonMergePatchReducerName + "\" or \"/path/lib.so\"");
     std::string flag = "--" + std::string(key.str());
     for (char& c : flag)
       if (c == '_') c = '-';
@@ -81,10 +205,33 @@ Result<ServerConfig> ParseConfig(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(64 * 1024, 1 << 30));
   app.add_option("--max-subscription-lag", c.max_subscription_lag, "positions behind the head at which a subscription is dropped")
       ->capture_default_str()->check(CLI::Range(1'000, 1'000'000'000));
+  app.add_option("--snapshot-path", c.snapshot_path,
+                 "the snapshot store, an SQLite file (default DATA_DIR/snapshots.db)");
+  app.add_option("--snapshot-every", c.snapshot_every,
+                 "snapshot a stream with a reducer every N events; 0: never")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, kMaxSnapshotEvery));
+  app.add_option("--snapshot-keep-latest", c.snapshot_keep_latest,
+                 "newest snapshots kept per stream and reducer")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000));
+  app.add_option("--snapshot-keep-sparse", c.snapshot_keep_sparse,
+                 "of older snapshots, keep one per run of every * N versions; 1: all, 0: none")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1'000'000));
+  std::vector<std::string> reducer_flags, every_flags;
+  app.add_option("--reducer", reducer_flags,
+                 "CATEGORY=REDUCER, repeatable: fold the category's streams on the server with "
+                 "json-merge-patch or a shared library (a path with '/' or ending in .so)")
+      ->allow_extra_args(false);
+  app.add_option("--snapshot-every-for", every_flags,
+                 "CATEGORY=N, repeatable: the category's snapshot interval")
+      ->allow_extra_args(false);
   try {
     app.parse(argc, argv);
+    ANNAL_RETURN_IF_ERROR(ApplyCategoryFlags(reducer_flags, every_flags, &c));
     if (!config_file.empty()) {
-      Status s = ApplyFile(config_file, app);
+      Status s = ApplyFile(config_file, app, &c);
       if (!s.ok()) return s;
     }
   } catch (const CLI::CallForHelp&) {
@@ -93,6 +240,48 @@ Result<ServerConfig> ParseConfig(int argc, char** argv) {
     return Status::InvalidArgument(e.what());
   }
   return c;
+}
+
+namespace {
+
+Result<std::shared_ptr<const Reducer>> ReducerFor(const std::string& category,
+                                                  const std::string& reducer) {
+  bool library = reducer.find('/') != std::string::npos ||
+                 (reducer.size() >= 3 && reducer.compare(reducer.size() - 3, 3, ".so") == 0);
+  if (!library) {
+    if (reducer == kJsonMergePatchReducerName) return JsonMergePatchReducer();
+    return Status::InvalidArgument(
+        "reducer '" + reducer + "' for category '" + category + "' is neither the built-in " +
+        kJsonMergePatchReducerName +
+        " nor a shared library (a path containing '/' or ending in .so)");
+  }
+  auto loaded = LoadReducerLibrary(reducer);
+  if (!loaded.ok()) {
+    std::string why = loaded.status().message();
+    if (why.find(reducer) == std::string::npos) why = "cannot load " + reducer + ": " + why;
+    return Status::InvalidArgument("reducer for category '" + category + "': " + why);
+  }
+  return loaded;
+}
+
+}  // namespace
+
+Result<StateOptions> MakeStateOptions(const ServerConfig& config) {
+  StateOptions o;
+  o.snapshot_path =
+      config.snapshot_path.empty() ? config.data_dir + "/snapshots.db" : config.snapshot_path;
+  o.policy.every = config.snapshot_every;
+  o.policy.keep_latest = config.snapshot_keep_latest;
+  o.policy.keep_sparse = config.snapshot_keep_sparse;
+  for (const auto& [category, every] : config.snapshot_every_for) {
+    SnapshotPolicy p = o.policy;
+    p.every = every;
+    o.policies.emplace(category, p);
+  }
+  for (const auto& [category, reducer] : config.reducers) {
+    ANNAL_ASSIGN_OR_RETURN(o.reducers[category], ReducerFor(category, reducer));
+  }
+  return o;
 }
 
 }  // namespace annal::server

@@ -1,11 +1,17 @@
 // annald's configuration: every setting, its default, and where it comes
 // from (command-line flags, or a TOML file given with --config whose keys
-// are the flags' names with '_' for '-'; flags win over the file).
+// are the flags' names with '_' for '-'; flags win over the file). The
+// repeatable per-category flags are tables in the file: --reducer
+// CATEGORY=REDUCER is [reducers] CATEGORY = "REDUCER", --snapshot-every-for
+// CATEGORY=N is [snapshot_every_for] CATEGORY = N; a category given on the
+// command line takes nothing from the file.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
+#include "annal/state.h"
 #include "annal/status.h"
 #include "protocol.h"
 
@@ -34,11 +40,30 @@ struct ServerConfig {
   uint64_t subscription_buffer_bytes = 4 * 1024 * 1024;
   // A subscription this many positions behind the durable head is dropped.
   uint64_t max_subscription_lag = 10'000'000;
+  // State and snapshots (annal/state.h). The snapshot store; empty:
+  // DATA_DIR/snapshots.db.
+  std::string snapshot_path;
+  uint32_t snapshot_every = 100;      // events between snapshots; 0: none
+  uint32_t snapshot_keep_latest = 3;  // see annal::SnapshotPolicy
+  uint32_t snapshot_keep_sparse = 1;  // 1: keep every snapshot
+  // Per stream category: the reducer, "json-merge-patch" or the path of a
+  // shared library (anything containing '/' or ending in ".so"); and an
+  // interval other than snapshot_every.
+  std::map<std::string, std::string> reducers;
+  std::map<std::string, uint32_t> snapshot_every_for;
 };
 
 // Parses argv. Returns kUnavailable with the help text in the message when
 // --help was asked for (the caller prints it and exits 0), kInvalidArgument
 // for bad flags or config.
 Result<ServerConfig> ParseConfig(int argc, char** argv);
+
+// The built-in reducer's name, as --reducer takes it.
+inline constexpr const char* kJsonMergePatchReducerName = "json-merge-patch";
+
+// The state engine's options for `config`: loads every reducer library it
+// names. kInvalidArgument, naming the category and the path or name, when
+// one cannot be had.
+Result<StateOptions> MakeStateOptions(const ServerConfig& config);
 
 }  // namespace annal::server

@@ -37,7 +37,8 @@ void HistogramLines(std::ostringstream& o, const std::string& name, const std::s
 
 }  // namespace
 
-std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store) {
+std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store,
+                             const StateStats& state) {
   std::ostringstream o;
   Counter(o, "annal_appends_total", "Appends acknowledged (durable).", static_cast<double>(m.appends.load()));
   Counter(o, "annal_append_events_total", "Events in acknowledged appends.", static_cast<double>(m.append_events.load()));
@@ -58,6 +59,31 @@ std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store) {
   HistogramLines(o, "annal_append_latency_seconds", "", m.append_seconds.Take());
   Gauge(o, "annal_durable_head_position", "Highest position below which every event is durable.",
         static_cast<double>(store.durable_head));
+
+  Counter(o, "annal_state_requests_total",
+          "LOAD_STATE, WRITE_SNAPSHOT and LIST_SNAPSHOTS requests answered.",
+          static_cast<double>(m.state_requests.load()));
+  Counter(o, "annal_state_requests_overloaded_total",
+          "State requests refused because the state queue was full.",
+          static_cast<double>(m.state_overloaded.load()));
+  o << "# HELP annal_state_latency_seconds From a state request's arrival to its answer.\n"
+       "# TYPE annal_state_latency_seconds histogram\n";
+  HistogramLines(o, "annal_state_latency_seconds", "", m.state_seconds.Take());
+  Counter(o, "annal_state_loads_total", "States loaded by the state engine.",
+          static_cast<double>(state.loads));
+  Counter(o, "annal_snapshots_written_total", "Snapshots stored, by the taker and by clients.",
+          static_cast<double>(state.snapshots_written));
+  Counter(o, "annal_snapshots_skipped_total",
+          "Snapshots passed over: failed checksum or outdated schema.",
+          static_cast<double>(state.snapshots_skipped));
+  Gauge(o, "annal_snapshot_taker_position",
+        "Global position up to which the snapshot taker has seen the log.",
+        static_cast<double>(state.taker_position));
+  Counter(o, "annal_snapshot_taker_errors_total", "Errors of the background snapshot taker.",
+          static_cast<double>(state.taker_errors));
+  Gauge(o, "annal_snapshot_store_ok",
+        "1 while the snapshot store is usable; 0: every load replays.",
+        state.snapshot_store_ok ? 1 : 0);
 
   o << "# HELP annal_sync_latency_seconds Write and sync of one batch.\n# TYPE annal_sync_latency_seconds histogram\n";
   for (const PartitionStats& p : store.partitions)

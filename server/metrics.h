@@ -1,6 +1,6 @@
 // The server's own counters, their Prometheus text rendering together with
-// the engine's (annal::StoreStats), and the tiny HTTP endpoint serving
-// GET /metrics on its own port and thread.
+// the engine's (annal::StoreStats, annal::StateStats), and the tiny HTTP
+// endpoint serving GET /metrics on its own port and thread.
 #pragma once
 
 #include <atomic>
@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "annal/state.h"
 #include "annal/stats.h"
 #include "annal/status.h"
 
@@ -27,9 +28,14 @@ struct ServerMetrics {
   std::atomic<uint64_t> subscriptions_dropped{0};
   // From an append frame's arrival to its response being queued.
   Histogram append_seconds{LatencyBoundsSeconds()};
+  std::atomic<uint64_t> state_requests{0};    // answered by the state worker
+  std::atomic<uint64_t> state_overloaded{0};  // refused: its queue was full
+  // From a state request's arrival to its answer being queued.
+  Histogram state_seconds{LatencyBoundsSeconds()};
 };
 
-std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store);
+std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store,
+                             const StateStats& state);
 
 // Serves GET /metrics with `render()`; anything else gets 404. One request
 // per connection, answered and closed.

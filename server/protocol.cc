@@ -11,6 +11,14 @@ namespace {
 constexpr size_t kMinEventDataBytes = 16 + 1 + 4 + 4;
 constexpr size_t kMinRecordedEventBytes = 1 + 8 + 8 + 8 + 16 + 1 + 4 + 4;
 constexpr size_t kMaxFilterTypes = 64;
+// A STATE_PLAN's snapshot: version, recorded_at, reducer (empty), schema,
+// taken_at, state (empty).
+constexpr size_t kMinPlanSnapshotBytes = 8 + 8 + 1 + 4 + 8 + 4;
+// One snapshot in a SNAPSHOTS body: version, recorded_at, reducer (empty),
+// schema, state_size, taken_at.
+constexpr size_t kMinSnapshotInfoBytes = 8 + 8 + 1 + 4 + 8 + 8;
+// LOAD_STATE flags: bit 0 asks for STATE_PLAN; the other bits are reserved.
+constexpr uint8_t kLoadStatePlanOnly = 0x01;
 
 Status Bad(const char* what) { return Status::InvalidArgument(std::string("malformed frame: ") + what); }
 
@@ -61,6 +69,12 @@ bool DecodeEvent(BodyReader& r, RecordedEvent* e) {
   return true;
 }
 
+void EncodeEvents(const std::vector<RecordedEvent>& events, BodyWriter& w) {
+  ANNAL_ASSERT(events.size() <= UINT32_MAX);
+  w.U32(static_cast<uint32_t>(events.size()));
+  for (const RecordedEvent& e : events) EncodeEvent(e, w);
+}
+
 bool DecodeEvents(BodyReader& r, std::vector<RecordedEvent>* events) {
   uint32_t count = 0;
   if (!r.U32(&count) || count > r.remaining() / kMinRecordedEventBytes) return false;
@@ -80,6 +94,9 @@ const char* OpName(Op op) {
     case Op::kReadStream: return "READ_STREAM";
     case Op::kReadAll: return "READ_ALL";
     case Op::kStreamInfo: return "STREAM_INFO";
+    case Op::kLoadState: return "LOAD_STATE";
+    case Op::kWriteSnapshot: return "WRITE_SNAPSHOT";
+    case Op::kListSnapshots: return "LIST_SNAPSHOTS";
     case Op::kSubscribe: return "SUBSCRIBE";
     case Op::kUnsubscribe: return "UNSUBSCRIBE";
     case Op::kHelloOk: return "HELLO_OK";
@@ -88,6 +105,10 @@ const char* OpName(Op op) {
     case Op::kEvents: return "EVENTS";
     case Op::kAllEvents: return "ALL_EVENTS";
     case Op::kStreamInfoOk: return "STREAM_INFO_OK";
+    case Op::kState: return "STATE";
+    case Op::kStatePlan: return "STATE_PLAN";
+    case Op::kSnapshotWritten: return "SNAPSHOT_WRITTEN";
+    case Op::kSnapshots: return "SNAPSHOTS";
     case Op::kSubscribed: return "SUBSCRIBED";
     case Op::kSubEvents: return "SUB_EVENTS";
     case Op::kCaughtUp: return "CAUGHT_UP";
@@ -389,10 +410,7 @@ Status Decode(std::string_view body, UnsubscribeRequest* m) {
   return Finish(r, "UNSUBSCRIBE");
 }
 
-void Encode(const EventsResponse& m, BodyWriter& w) {
-  w.U32(static_cast<uint32_t>(m.events.size()));
-  for (const RecordedEvent& e : m.events) EncodeEvent(e, w);
-}
+void Encode(const EventsResponse& m, BodyWriter& w) { EncodeEvents(m.events, w); }
 Status Decode(std::string_view body, EventsResponse* m) {
   BodyReader r(body);
   if (!DecodeEvents(r, &m->events)) return Bad("EVENTS");
@@ -401,8 +419,7 @@ Status Decode(std::string_view body, EventsResponse* m) {
 
 void Encode(const AllEventsResponse& m, BodyWriter& w) {
   w.U64(m.next_position);
-  w.U32(static_cast<uint32_t>(m.events.size()));
-  for (const RecordedEvent& e : m.events) EncodeEvent(e, w);
+  EncodeEvents(m.events, w);
 }
 Status Decode(std::string_view body, AllEventsResponse* m) {
   BodyReader r(body);
@@ -439,6 +456,172 @@ Status Decode(std::string_view body, ErrorResponse* m) {
   return Finish(r, "ERROR");
 }
 
+void Encode(const LoadStateRequest& m, BodyWriter& w) {
+  using Kind = StateTarget::Kind;
+  w.Str8(m.stream);
+  w.U8(static_cast<uint8_t>(m.target.kind));
+  // A field the target's kind does not use is sent as 0 (its one encoding).
+  w.U64(m.target.kind == Kind::kVersion ? m.target.version : 0);
+  w.I64(m.target.kind == Kind::kTime ? m.target.time_ns : 0);
+  w.Str8(m.reducer);
+  w.U32(m.schema_version);
+  w.U32(m.max_events);
+  w.U8(m.plan_only ? kLoadStatePlanOnly : 0);
+}
+Status Decode(std::string_view body, LoadStateRequest* m) {
+  using Kind = StateTarget::Kind;
+  BodyReader r(body);
+  uint8_t kind = 0, flags = 0;
+  if (!r.Str8(&m->stream) || !r.U8(&kind) || !r.U64(&m->target.version) ||
+      !r.I64(&m->target.time_ns) || !r.Str8(&m->reducer) || !r.U32(&m->schema_version) ||
+      !r.U32(&m->max_events) || !r.U8(&flags))
+    return Bad("LOAD_STATE");
+  if (kind > static_cast<uint8_t>(Kind::kTime)) return Bad("LOAD_STATE target kind");
+  m->target.kind = static_cast<Kind>(kind);
+  if (m->target.kind != Kind::kVersion && m->target.version != 0)
+    return Bad("LOAD_STATE target version must be 0 unless its kind is version");
+  if (m->target.kind != Kind::kTime && m->target.time_ns != 0)
+    return Bad("LOAD_STATE target time must be 0 unless its kind is time");
+  if ((flags & ~kLoadStatePlanOnly) != 0) return Bad("LOAD_STATE flags has unknown bits");
+  m->plan_only = (flags & kLoadStatePlanOnly) != 0;
+  return Finish(r, "LOAD_STATE");
+}
+
+void Encode(const StateResponse& m, BodyWriter& w) {
+  const State& s = m.state;
+  w.Str8(s.stream);
+  w.Str8(s.reducer);
+  w.U32(s.schema_version);
+  w.U64(s.version.get());
+  w.I64(s.recorded_at_ns);
+  w.U8(s.snapshot_version.has_value() ? 1 : 0);
+  if (s.snapshot_version.has_value()) w.U64(s.snapshot_version->get());
+  w.U64(s.events_folded);
+  w.Bytes32(s.state);
+}
+Status Decode(std::string_view body, StateResponse* m) {
+  State& s = m->state;
+  BodyReader r(body);
+  uint64_t version = 0, snapshot_version = 0;
+  uint8_t has_snapshot = 0;
+  if (!r.Str8(&s.stream) || !r.Str8(&s.reducer) || !r.U32(&s.schema_version) || !r.U64(&version) ||
+      !r.I64(&s.recorded_at_ns) || !r.U8(&has_snapshot) || has_snapshot > 1 ||
+      (has_snapshot == 1 && !r.U64(&snapshot_version)) || !r.U64(&s.events_folded) ||
+      !r.Bytes32(&s.state))
+    return Bad("STATE");
+  s.version = StreamVersion(version);
+  s.snapshot_version.reset();
+  if (has_snapshot == 1) s.snapshot_version = StreamVersion(snapshot_version);
+  return Finish(r, "STATE");
+}
+
+// STATE_PLAN: the plan's target, then its snapshot (without the stream,
+// which is the request's), then its events as an EVENTS body carries them.
+void Encode(const StatePlanResponse& m, BodyWriter& w) {
+  const StatePlan& p = m.plan;
+  w.U64(p.target_version.get());
+  w.I64(p.target_recorded_at_ns);
+  w.U8(p.complete ? 1 : 0);
+  w.U8(p.snapshot.has_value() ? 1 : 0);
+  if (p.snapshot.has_value()) {
+    const Snapshot& s = *p.snapshot;
+    w.U64(s.version.get());
+    w.I64(s.recorded_at_ns);
+    w.Str8(s.reducer);
+    w.U32(s.schema_version);
+    w.I64(s.taken_at_ns);
+    w.Bytes32(s.state);
+  }
+  EncodeEvents(p.events, w);
+}
+Status Decode(std::string_view body, StatePlanResponse* m) {
+  StatePlan& p = m->plan;
+  BodyReader r(body);
+  uint64_t target = 0;
+  uint8_t complete = 0, has_snapshot = 0;
+  if (!r.U64(&target) || !r.I64(&p.target_recorded_at_ns) || !r.U8(&complete) || complete > 1 ||
+      !r.U8(&has_snapshot) || has_snapshot > 1)
+    return Bad("STATE_PLAN");
+  p.target_version = StreamVersion(target);
+  p.complete = complete == 1;
+  p.snapshot.reset();
+  if (has_snapshot == 1) {
+    Snapshot s;
+    uint64_t version = 0;
+    if (!r.U64(&version) || !r.I64(&s.recorded_at_ns) || !r.Str8(&s.reducer) ||
+        !r.U32(&s.schema_version) || !r.I64(&s.taken_at_ns) || !r.Bytes32(&s.state))
+      return Bad("STATE_PLAN snapshot");
+    s.version = StreamVersion(version);
+    s.state_size = s.state.size();
+    p.snapshot = std::move(s);
+  }
+  if (!DecodeEvents(r, &p.events)) return Bad("STATE_PLAN events");
+  return Finish(r, "STATE_PLAN");
+}
+
+void Encode(const WriteSnapshotRequest& m, BodyWriter& w) {
+  const Snapshot& s = m.snapshot;
+  w.Str8(s.stream);
+  w.U64(s.version.get());
+  w.Str8(s.reducer);
+  w.U32(s.schema_version);
+  w.Bytes32(s.state);
+}
+Status Decode(std::string_view body, WriteSnapshotRequest* m) {
+  Snapshot& s = m->snapshot;
+  BodyReader r(body);
+  uint64_t version = 0;
+  if (!r.Str8(&s.stream) || !r.U64(&version) || !r.Str8(&s.reducer) || !r.U32(&s.schema_version) ||
+      !r.Bytes32(&s.state))
+    return Bad("WRITE_SNAPSHOT");
+  if (s.reducer.empty()) return Bad("WRITE_SNAPSHOT names no reducer");
+  s.version = StreamVersion(version);
+  s.state_size = s.state.size();
+  return Finish(r, "WRITE_SNAPSHOT");
+}
+
+void Encode(const SnapshotWritten& m, BodyWriter& w) { w.I64(m.recorded_at_ns); }
+Status Decode(std::string_view body, SnapshotWritten* m) {
+  BodyReader r(body);
+  if (!r.I64(&m->recorded_at_ns)) return Bad("SNAPSHOT_WRITTEN");
+  return Finish(r, "SNAPSHOT_WRITTEN");
+}
+
+void Encode(const ListSnapshotsRequest& m, BodyWriter& w) { w.Str8(m.stream); }
+Status Decode(std::string_view body, ListSnapshotsRequest* m) {
+  BodyReader r(body);
+  if (!r.Str8(&m->stream)) return Bad("LIST_SNAPSHOTS");
+  return Finish(r, "LIST_SNAPSHOTS");
+}
+
+void Encode(const SnapshotsResponse& m, BodyWriter& w) {
+  ANNAL_ASSERT(m.snapshots.size() <= UINT32_MAX);
+  w.U32(static_cast<uint32_t>(m.snapshots.size()));
+  for (const Snapshot& s : m.snapshots) {
+    w.U64(s.version.get());
+    w.I64(s.recorded_at_ns);
+    w.Str8(s.reducer);
+    w.U32(s.schema_version);
+    w.U64(s.state_size);
+    w.I64(s.taken_at_ns);
+  }
+}
+Status Decode(std::string_view body, SnapshotsResponse* m) {
+  BodyReader r(body);
+  uint32_t count = 0;
+  if (!r.U32(&count) || count > r.remaining() / kMinSnapshotInfoBytes)
+    return Bad("SNAPSHOTS count");
+  m->snapshots.assign(count, Snapshot{});
+  for (Snapshot& s : m->snapshots) {
+    uint64_t version = 0;
+    if (!r.U64(&version) || !r.I64(&s.recorded_at_ns) || !r.Str8(&s.reducer) ||
+        !r.U32(&s.schema_version) || !r.U64(&s.state_size) || !r.I64(&s.taken_at_ns))
+      return Bad("SNAPSHOTS");
+    s.version = StreamVersion(version);
+  }
+  return Finish(r, "SNAPSHOTS");
+}
+
 void FinishFrame(std::string* out, size_t start, Op op, uint32_t request_id) {
   size_t length = out->size() - start;
   ANNAL_ASSERT(length >= kFrameHeaderBytes && length <= UINT32_MAX);
@@ -463,6 +646,14 @@ size_t EncodedEventSize(size_t stream, size_t type, size_t metadata, size_t payl
 
 size_t EncodedSize(const RecordedEvent& e) {
   return EncodedEventSize(e.stream.size(), e.type.size(), e.metadata.size(), e.payload.size());
+}
+
+size_t EncodedSize(const Snapshot& s) {
+  return kMinPlanSnapshotBytes + s.reducer.size() + s.state.size();
+}
+
+size_t EncodedSnapshotInfoSize(const Snapshot& s) {
+  return kMinSnapshotInfoBytes + s.reducer.size();
 }
 
 }  // namespace annal::protocol

@@ -24,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "annal/state.h"
 #include "annal/status.h"
 #include "annal/store.h"
 #include "annal/types.h"
@@ -44,6 +45,9 @@ enum class Op : uint8_t {
   kReadStream = 0x11,
   kReadAll = 0x12,
   kStreamInfo = 0x13,
+  kLoadState = 0x14,
+  kWriteSnapshot = 0x15,
+  kListSnapshots = 0x16,
   kSubscribe = 0x20,
   kUnsubscribe = 0x21,
   // responses
@@ -53,6 +57,10 @@ enum class Op : uint8_t {
   kEvents = 0x91,
   kAllEvents = 0x92,
   kStreamInfoOk = 0x93,
+  kState = 0x94,
+  kStatePlan = 0x95,
+  kSnapshotWritten = 0x96,
+  kSnapshots = 0x97,
   kSubscribed = 0xA0,
   kSubEvents = 0xA1,
   kCaughtUp = 0xA2,
@@ -202,6 +210,38 @@ struct CaughtUp {
   // it wants at or below this position was delivered; live from now on.
   uint64_t position = 0;
 };
+// LOAD_STATE: the state of a stream at its head, a version, or a time.
+// The server answers STATE, folded with the reducer it has for the stream's
+// category, when it has one, `plan_only` is not set and `reducer` is empty or
+// names that reducer. Otherwise it answers STATE_PLAN: the newest snapshot
+// of `reducer` at `schema_version` at or before the target (none when
+// `reducer` is empty) and the events after it, for the client to fold.
+struct LoadStateRequest {
+  std::string stream;
+  StateTarget target;
+  std::string reducer;          // str8; may be empty
+  uint32_t schema_version = 0;
+  uint32_t max_events = 0;      // STATE_PLAN: events in the reply; 0: the server's limit
+  bool plan_only = false;       // bit 0 of the body's last byte (not the frame header's flags)
+};
+struct StateResponse {  // kState
+  State state;
+};
+struct StatePlanResponse {  // kStatePlan
+  StatePlan plan;
+};
+struct WriteSnapshotRequest {  // recorded_at_ns and taken_at_ns are not sent
+  Snapshot snapshot;
+};
+struct SnapshotWritten {
+  int64_t recorded_at_ns = 0;  // of the event at the snapshot's version
+};
+struct ListSnapshotsRequest {
+  std::string stream;
+};
+struct SnapshotsResponse {  // state bytes are not sent; state_size is
+  std::vector<Snapshot> snapshots;
+};
 struct ErrorResponse {  // kError and kSubDropped
   ErrorCode code = ErrorCode::kInvalidRequest;
   int64_t actual_version = -1;
@@ -224,6 +264,13 @@ void Encode(const AllEventsResponse& m, BodyWriter& w);
 void Encode(const SubscribedResponse& m, BodyWriter& w);
 void Encode(const CaughtUp& m, BodyWriter& w);
 void Encode(const ErrorResponse& m, BodyWriter& w);
+void Encode(const LoadStateRequest& m, BodyWriter& w);
+void Encode(const StateResponse& m, BodyWriter& w);
+void Encode(const StatePlanResponse& m, BodyWriter& w);
+void Encode(const WriteSnapshotRequest& m, BodyWriter& w);
+void Encode(const SnapshotWritten& m, BodyWriter& w);
+void Encode(const ListSnapshotsRequest& m, BodyWriter& w);
+void Encode(const SnapshotsResponse& m, BodyWriter& w);
 
 Status Decode(std::string_view body, Hello* m);
 Status Decode(std::string_view body, HelloOk* m);
@@ -241,6 +288,13 @@ Status Decode(std::string_view body, AllEventsResponse* m);
 Status Decode(std::string_view body, SubscribedResponse* m);
 Status Decode(std::string_view body, CaughtUp* m);
 Status Decode(std::string_view body, ErrorResponse* m);
+Status Decode(std::string_view body, LoadStateRequest* m);
+Status Decode(std::string_view body, StateResponse* m);
+Status Decode(std::string_view body, StatePlanResponse* m);
+Status Decode(std::string_view body, WriteSnapshotRequest* m);
+Status Decode(std::string_view body, SnapshotWritten* m);
+Status Decode(std::string_view body, ListSnapshotsRequest* m);
+Status Decode(std::string_view body, SnapshotsResponse* m);
 
 // Fills in the header of the frame that starts at out[start].
 void FinishFrame(std::string* out, size_t start, Op op, uint32_t request_id);
@@ -263,5 +317,13 @@ size_t EncodedSize(const RecordedEvent& e);
 size_t EncodedEventSize(size_t stream, size_t type, size_t metadata, size_t payload);
 // Bytes an ALL_EVENTS or EVENTS frame needs besides its events.
 inline constexpr size_t kEventsFrameOverheadBytes = kFrameHeaderBytes + 8 + 4;
+// The wire size of a snapshot in a STATE_PLAN (state included), and of one
+// entry of a SNAPSHOTS list (state left out).
+size_t EncodedSize(const Snapshot& s);
+size_t EncodedSnapshotInfoSize(const Snapshot& s);
+// Bytes a STATE_PLAN frame needs besides its snapshot and events, and a
+// SNAPSHOTS frame besides its entries.
+inline constexpr size_t kStatePlanFrameOverheadBytes = kFrameHeaderBytes + 8 + 8 + 1 + 1 + 4;
+inline constexpr size_t kSnapshotsFrameOverheadBytes = kFrameHeaderBytes + 4;
 
 }  // namespace annal::protocol

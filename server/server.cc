@@ -29,6 +29,9 @@ constexpr size_t kReadChunkBytes = 256 * 1024;
 constexpr size_t kSubscriptionBatchEvents = 1000;
 // How long Shutdown waits for appends in flight and unsent answers.
 constexpr auto kShutdownDrainTimeout = std::chrono::seconds(10);
+// State requests waiting for the state worker; more are refused as
+// OVERLOADED, so a burst of loads cannot grow memory without bound.
+constexpr size_t kMaxQueuedStateJobs = 1024;
 
 struct Connection : std::enable_shared_from_this<Connection> {
   Connection(Server* s, int socket, uint64_t connection_id) : server(s), fd(socket), id(connection_id) {}
@@ -135,6 +138,32 @@ std::string SubEventFrames(uint32_t subscription_id, std::vector<RecordedEvent> 
   return frames;
 }
 
+// Decodes a state request's body into the job's request.
+template <typename M>
+Status DecodeStateRequest(std::string_view body, StateJob::Request* out) {
+  M m;
+  Status s = protocol::Decode(body, &m);
+  if (s.ok()) *out = std::move(m);
+  return s;
+}
+
+// Cuts a plan's events to what fits one frame of `max_frame_bytes`; a plan
+// cut short is no longer complete.
+void FitPlanToFrame(StatePlan* plan, size_t max_frame_bytes) {
+  size_t bytes = protocol::kStatePlanFrameOverheadBytes +
+                 (plan->snapshot.has_value() ? protocol::EncodedSize(*plan->snapshot) : 0);
+  size_t n = 0;
+  for (const RecordedEvent& e : plan->events) {
+    bytes += protocol::EncodedSize(e);
+    if (bytes > max_frame_bytes) break;
+    ++n;
+  }
+  if (n < plan->events.size()) {
+    plan->events.resize(n);
+    plan->complete = false;
+  }
+}
+
 // Rewrites the request id of every frame in `frames`.
 void SetRequestIds(std::string* frames, uint32_t request_id) {
   for (size_t at = 0; at + protocol::kFrameHeaderBytes <= frames->size();) {
@@ -152,18 +181,23 @@ Server::Server(const ServerConfig& config, std::unique_ptr<Store> store, Logger 
 
 Server::~Server() { (void)Shutdown(); }
 
-Result<std::unique_ptr<Server>> Server::Start(const ServerConfig& config, std::unique_ptr<Store> store,
+Result<std::unique_ptr<Server>> Server::Start(const ServerConfig& config,
+                                              std::unique_ptr<Store> store, StateOptions state,
                                               Logger log) {
   std::unique_ptr<Server> s(new Server(config, std::move(store), std::move(log)));
+  state.log = s->log_;
+  ANNAL_ASSIGN_OR_RETURN(s->states_, StateEngine::Open(s->store_.get(), std::move(state)));
   ANNAL_RETURN_IF_ERROR(s->Listen());
   if (config.metrics_port >= 0) {
     Server* raw = s.get();
     ANNAL_RETURN_IF_ERROR(s->metrics_.Start(config.listen_address, config.metrics_port, [raw] {
-      return RenderPrometheus(raw->metrics_state_, raw->store_->GetStats());
+      return RenderPrometheus(raw->metrics_state_, raw->store_->GetStats(),
+                              raw->states_->GetStats());
     }));
   }
   s->io_thread_ = std::thread([raw = s.get()] { raw->IoLoop(); });
   s->sub_thread_ = std::thread([raw = s.get()] { raw->SubscriptionLoop(); });
+  s->state_thread_ = std::thread([raw = s.get()] { raw->StateLoop(); });
   return s;
 }
 
@@ -355,6 +389,9 @@ void Server::Dispatch(const std::shared_ptr<Connection>& c, const protocol::Fram
     case Op::kStreamInfo: return HandleStreamInfo(c, h.request_id, body);
     case Op::kSubscribe: return HandleSubscribe(c, h.request_id, body);
     case Op::kUnsubscribe: return HandleUnsubscribe(c, h.request_id, body);
+    case Op::kLoadState:
+    case Op::kWriteSnapshot:
+    case Op::kListSnapshots: return HandleStateRequest(c, h.op, h.request_id, body);
     default: return Fail(c, h.request_id, Status::InvalidArgument("unexpected opcode"), true);
   }
 }
@@ -426,8 +463,13 @@ void Server::HandleAppend(const std::shared_ptr<Connection>& c, uint32_t rid, st
                         metrics_state_.append_seconds.Observe(
                             std::chrono::duration<double>(Clock::now() - arrived).count());
                         if (!conn) return;
-                        conn->in_flight--;
+                        // Queue the answer before the in-flight count drops,
+                        // so a draining shutdown never sees the connection
+                        // idle with the answer unsent; wake again so a
+                        // connection paused at max_in_flight reads on.
                         conn->Send(r.ok() ? Frame(Op::kAppendOk, rid, *r) : ErrorFrame(rid, r.status()));
+                        conn->in_flight--;
+                        Wake(conn);
                       });
 }
 
@@ -535,6 +577,39 @@ void Server::HandleUnsubscribe(const std::shared_ptr<Connection>& c, uint32_t ri
   std::string out;
   protocol::AppendEmptyFrame(&out, Op::kUnsubscribed, rid);
   c->Send(std::move(out));
+}
+
+void Server::HandleStateRequest(const std::shared_ptr<Connection>& c, Op op, uint32_t rid,
+                                std::string_view body) {
+  StateJob job{c, rid, {}, Clock::now()};
+  Status s;
+  switch (op) {
+    case Op::kLoadState:
+      s = DecodeStateRequest<protocol::LoadStateRequest>(body, &job.request);
+      break;
+    case Op::kWriteSnapshot:
+      s = DecodeStateRequest<protocol::WriteSnapshotRequest>(body, &job.request);
+      break;
+    case Op::kListSnapshots:
+      s = DecodeStateRequest<protocol::ListSnapshotsRequest>(body, &job.request);
+      break;
+    default:
+      ANNAL_ASSERT_MSG(false, protocol::OpName(op));
+  }
+  if (!s.ok()) return Fail(c, rid, s, true);
+  {
+    std::lock_guard lock(state_mu_);
+    if (state_jobs_.size() < kMaxQueuedStateJobs) {
+      // Counted in flight until the worker answers, like an append.
+      c->in_flight++;
+      state_jobs_.push_back(std::move(job));
+      state_cv_.notify_one();
+      return;
+    }
+  }
+  metrics_state_.state_overloaded++;
+  c->Send(ErrorFrame(rid, Status::Overloaded("annald has " + std::to_string(kMaxQueuedStateJobs) +
+                                             " state requests queued; try again later")));
 }
 
 void Server::Flush(const std::shared_ptr<Connection>& c) {
@@ -742,6 +817,108 @@ void Server::Drop(Subscription& s, Connection& c, const std::string& why) {
   c.Send(Frame(Op::kSubDropped, s.id, e));
 }
 
+// ---------------------------------------------------------------- state worker
+
+void Server::StateLoop() {
+  while (true) {
+    StateJob job;
+    {
+      std::unique_lock lock(state_mu_);
+      state_cv_.wait(lock, [&] { return stop_state_ || !state_jobs_.empty(); });
+      if (state_jobs_.empty()) return;  // stopping, and nothing is left
+      job = std::move(state_jobs_.front());
+      state_jobs_.pop_front();
+    }
+    std::shared_ptr<Connection> c = job.connection.lock();
+    if (!c) continue;
+    std::string answer;
+    // Nobody is left to answer on a closed connection: skip the work.
+    if (!c->closed) {
+      answer = std::visit(
+          [&](auto& req) {
+            using R = std::decay_t<decltype(req)>;
+            if constexpr (std::is_same_v<R, protocol::LoadStateRequest>)
+              return LoadState(job.request_id, req);
+            else if constexpr (std::is_same_v<R, protocol::WriteSnapshotRequest>)
+              return WriteSnapshot(job.request_id, std::move(req));
+            else
+              return ListSnapshots(job.request_id, req);
+          },
+          job.request);
+      metrics_state_.state_requests++;
+      metrics_state_.state_seconds.Observe(
+          std::chrono::duration<double>(Clock::now() - job.arrived).count());
+    }
+    // The answer is queued before the request stops counting, so that
+    // Shutdown's drain, which waits for both, cannot miss it; the second
+    // wake lets the I/O thread see the lower count (reading may resume, a
+    // closing connection may close).
+    if (!answer.empty()) c->Send(std::move(answer));
+    c->in_flight--;
+    Wake(c);
+  }
+}
+
+// STATE when this server folds the stream's category itself and the client
+// did not ask for another reducer or for the plan; STATE_PLAN otherwise.
+std::string Server::LoadState(uint32_t rid, const protocol::LoadStateRequest& req) {
+  std::shared_ptr<const Reducer> reducer = states_->ReducerFor(req.stream);
+  if (!req.plan_only && reducer != nullptr &&
+      (req.reducer.empty() || req.reducer == reducer->name())) {
+    auto state = states_->Load(req.stream, req.target, reducer.get());
+    if (!state.ok()) return ErrorFrame(rid, state.status());
+    size_t state_bytes = state->state.size();
+    std::string frame = Frame(Op::kState, rid, protocol::StateResponse{std::move(*state)});
+    if (frame.size() > config_.max_frame_bytes)
+      return ErrorFrame(
+          rid, Status::TooLarge("the state of " + req.stream + " is " +
+                                std::to_string(state_bytes) + " bytes, more than a frame of " +
+                                std::to_string(config_.max_frame_bytes) +
+                                " bytes holds; load it with plan_only and fold it in the client"));
+    return frame;
+  }
+  size_t max_events = req.max_events == 0 ? config_.max_read_count
+                                          : std::min(req.max_events, config_.max_read_count);
+  auto plan = states_->Plan(req.stream, req.target, req.reducer, req.schema_version, max_events);
+  if (!plan.ok()) return ErrorFrame(rid, plan.status());
+  // A snapshot too large for a frame is of no use to the client: it gets
+  // the events from version 0 instead.
+  if (plan->snapshot.has_value() &&
+      protocol::kStatePlanFrameOverheadBytes + protocol::EncodedSize(*plan->snapshot) >
+          config_.max_frame_bytes) {
+    plan = states_->Plan(req.stream, req.target, "", 0, max_events);
+    if (!plan.ok()) return ErrorFrame(rid, plan.status());
+  }
+  FitPlanToFrame(&*plan, config_.max_frame_bytes);
+  return Frame(Op::kStatePlan, rid, protocol::StatePlanResponse{std::move(*plan)});
+}
+
+std::string Server::WriteSnapshot(uint32_t rid, protocol::WriteSnapshotRequest req) {
+  // The server's own reducer is fed only by the server's own snapshots: a
+  // client's state under that name would be served as the server's.
+  std::shared_ptr<const Reducer> own = states_->ReducerFor(req.snapshot.stream);
+  if (own != nullptr && own->name() == req.snapshot.reducer)
+    return ErrorFrame(rid, Status::InvalidArgument("stream " + req.snapshot.stream +
+                                                   " is folded on the server by '" + own->name() +
+                                                   "', whose snapshots the server takes itself"));
+  auto recorded_at_ns = states_->WriteSnapshot(std::move(req.snapshot));
+  if (!recorded_at_ns.ok()) return ErrorFrame(rid, recorded_at_ns.status());
+  return Frame(Op::kSnapshotWritten, rid, protocol::SnapshotWritten{*recorded_at_ns});
+}
+
+std::string Server::ListSnapshots(uint32_t rid, const protocol::ListSnapshotsRequest& req) {
+  auto list = states_->ListSnapshots(req.stream);
+  if (!list.ok()) return ErrorFrame(rid, list.status());
+  // The newest that fit one frame (a stream may keep many sparse ones).
+  size_t bytes = protocol::kSnapshotsFrameOverheadBytes, keep = 0;
+  for (auto it = list->rbegin(); it != list->rend(); ++it, ++keep) {
+    bytes += protocol::EncodedSnapshotInfoSize(*it);
+    if (bytes > config_.max_frame_bytes) break;
+  }
+  list->erase(list->begin(), list->end() - static_cast<ptrdiff_t>(keep));
+  return Frame(Op::kSnapshots, rid, protocol::SnapshotsResponse{std::move(*list)});
+}
+
 // ---------------------------------------------------------------- shutdown
 
 Status Server::Shutdown() {
@@ -758,7 +935,19 @@ Status Server::Shutdown() {
     (void)!::write(wake_fd_, &one, sizeof one);
   }
   if (io_thread_.joinable()) io_thread_.join();
+  // The I/O thread waited for state requests in flight; what is still
+  // queued belongs to closed connections and is skipped.
+  {
+    std::lock_guard lock(state_mu_);
+    stop_state_ = true;
+  }
+  state_cv_.notify_all();
+  if (state_thread_.joinable()) state_thread_.join();
   metrics_.Stop();
+  if (states_) {
+    states_->Close();
+    states_.reset();
+  }
   Status s = store_ ? store_->Close() : Status::Ok();
   for (int* fd : {&listen_fd_, &epoll_fd_, &wake_fd_})
     if (*fd >= 0) {

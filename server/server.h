@@ -12,22 +12,30 @@
 //   into the connection's outbox (Connection::Send) and wake the I/O thread.
 // - Subscription thread: owns the subscriptions; reads the log past each
 //   one's position and queues SUB_EVENTS frames (Connection::Send).
+// - State worker thread: runs LOAD_STATE, WRITE_SNAPSHOT and LIST_SNAPSHOTS
+//   (a load may fold thousands of events) from a bounded queue, which the
+//   I/O thread fills, and answers them through Connection::Send. The state
+//   engine's own snapshot taker runs beside it (annal/state.h).
 // - Metrics thread: renders GET /metrics.
 // A connection's outbox is guarded by its own mutex; every other piece of
 // connection state belongs to the I/O thread, except the atomics.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
+#include "annal/state.h"
 #include "annal/store.h"
 #include "config.h"
 #include "metrics.h"
@@ -38,11 +46,24 @@ namespace annal::server {
 struct Connection;
 struct Subscription;
 
+// A state request the I/O thread decoded, waiting for the state worker.
+struct StateJob {
+  using Request = std::variant<protocol::LoadStateRequest, protocol::WriteSnapshotRequest,
+                               protocol::ListSnapshotsRequest>;
+  std::weak_ptr<Connection> connection;
+  uint32_t request_id = 0;
+  Request request;
+  std::chrono::steady_clock::time_point arrived;
+};
+
 class Server {
  public:
   using Logger = std::function<void(const std::string&)>;
-  // Serves `store` as `config` says; listening starts before it returns.
-  static Result<std::unique_ptr<Server>> Start(const ServerConfig& config, std::unique_ptr<Store> store,
+  // Serves `store` as `config` says, with a state engine over it opened
+  // with `state` (MakeStateOptions(config) for annald; its log is replaced
+  // by `log`); listening starts before it returns.
+  static Result<std::unique_ptr<Server>> Start(const ServerConfig& config,
+                                               std::unique_ptr<Store> store, StateOptions state,
                                                Logger log);
   ~Server();
 
@@ -50,9 +71,10 @@ class Server {
   uint16_t metrics_port() const { return metrics_.port(); }
   Store& store() { return *store_; }
 
-  // Stops accepting and reading requests, finishes appends in flight and
-  // flushes their answers (bounded), closes connections, stops the
-  // subscription thread and closes the store (which writes a checkpoint).
+  // Stops accepting and reading requests, finishes appends and state
+  // requests in flight and flushes their answers (bounded), closes
+  // connections, stops the subscription and state worker threads, closes
+  // the state engine and then the store (which writes a checkpoint).
   Status Shutdown();
 
   // Any thread: `c` has output to flush or its in-flight count dropped.
@@ -76,6 +98,9 @@ class Server {
   void HandleStreamInfo(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
   void HandleSubscribe(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
   void HandleUnsubscribe(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  // Decodes a state request and queues it for the state worker.
+  void HandleStateRequest(const std::shared_ptr<Connection>& c, protocol::Op op, uint32_t rid,
+                          std::string_view body);
   // Answers with ERROR; `close` also ends the connection once it is sent.
   void Fail(const std::shared_ptr<Connection>& c, uint32_t rid, const Status& s, bool close);
   void Flush(const std::shared_ptr<Connection>& c);
@@ -91,6 +116,12 @@ class Server {
   bool ServeAll(uint64_t position, const std::vector<Subscription*>& group, uint64_t head);
   bool ServeStream(Subscription& s, uint64_t head);
   void Drop(Subscription& s, Connection& c, const std::string& why);
+
+  // State worker thread. Each returns the answer's frame.
+  void StateLoop();
+  std::string LoadState(uint32_t rid, const protocol::LoadStateRequest& req);
+  std::string WriteSnapshot(uint32_t rid, protocol::WriteSnapshotRequest req);
+  std::string ListSnapshots(uint32_t rid, const protocol::ListSnapshotsRequest& req);
 
   const ServerConfig config_;
   std::unique_ptr<Store> store_;
@@ -117,6 +148,13 @@ class Server {
   std::condition_variable subs_cv_;
   std::atomic<bool> stop_subscriptions_{false};
   std::thread sub_thread_;
+
+  std::unique_ptr<StateEngine> states_;  // opened in Start, closed in Shutdown
+  std::mutex state_mu_;
+  std::condition_variable state_cv_;
+  std::deque<StateJob> state_jobs_;  // guarded by state_mu_; bounded
+  bool stop_state_ = false;          // guarded by state_mu_
+  std::thread state_thread_;
 };
 
 }  // namespace annal::server

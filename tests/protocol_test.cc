@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -144,6 +145,68 @@ ErrorResponse SampleError() {
   return m;
 }
 
+LoadStateRequest SampleLoadState() {
+  LoadStateRequest m;
+  m.stream = "account-42";
+  m.target = StateTarget::AsOf(kSomeTimeNs + 3);
+  m.reducer = "balance";
+  m.schema_version = 7;
+  m.max_events = 500;
+  m.plan_only = true;
+  return m;
+}
+
+State SampleState() {
+  State s;
+  s.stream = "account-42";
+  s.reducer = "json-merge-patch";
+  s.schema_version = 1;
+  s.version = StreamVersion(42);
+  s.recorded_at_ns = kSomeTimeNs;
+  s.state = R"({"balance":10})";
+  s.snapshot_version = StreamVersion(39);
+  s.events_folded = 3;
+  return s;
+}
+
+Snapshot SampleSnapshot(uint64_t version) {
+  Snapshot s;
+  s.stream = "account-42";
+  s.version = StreamVersion(version);
+  s.recorded_at_ns = kSomeTimeNs + static_cast<int64_t>(version);
+  s.reducer = "balance";
+  s.schema_version = 7;
+  s.state = std::string("\0\x01{\"b\":10}\xff", 11);  // binary bytes survive
+  s.state_size = s.state.size();
+  s.taken_at_ns = kSomeTimeNs + 1000;
+  return s;
+}
+
+StatePlan SamplePlan() {
+  StatePlan p;
+  p.target_version = StreamVersion(2);
+  p.target_recorded_at_ns = kSomeTimeNs + 6;
+  p.complete = false;
+  p.snapshot = SampleSnapshot(0);
+  p.events = {SampleEvent(1, 5), SampleEvent(2, 6)};
+  return p;
+}
+
+// As a SNAPSHOTS list carries them: no stream, no state, its size only.
+std::vector<Snapshot> SampleSnapshotList() {
+  std::vector<Snapshot> list;
+  for (uint64_t version : {99, 199}) {
+    Snapshot s = SampleSnapshot(version);
+    s.stream.clear();
+    s.state.clear();
+    s.state_size = 1234 + version;
+    list.push_back(s);
+  }
+  list[1].reducer = "json-merge-patch";
+  list[1].schema_version = 1;
+  return list;
+}
+
 // One valid frame of every opcode whose body has a decoder, with a decoder
 // that takes only the body. UNSUBSCRIBED has an empty body and no decoder.
 struct Sample {
@@ -176,6 +239,12 @@ std::vector<Sample> AllSamples() {
   one_stream.from = 3;
   EventsResponse events{{SampleEvent(0, 1), SampleEvent(1, 5)}};
   ErrorResponse dropped{ErrorCode::kSubscriptionDropped, -1, "subscriber fell behind"};
+  State no_snapshot_state = SampleState();
+  no_snapshot_state.snapshot_version.reset();
+  no_snapshot_state.state.clear();
+  StatePlan replay_plan = SamplePlan();
+  replay_plan.snapshot.reset();
+  replay_plan.complete = true;
   return {
       {"HELLO", Op::kHello, Frame(Op::kHello, 1, Hello{1, "test"}), DecodeBody<Hello>},
       {"HELLO_OK", Op::kHelloOk, Frame(Op::kHelloOk, 1, hello_ok), DecodeBody<HelloOk>},
@@ -208,6 +277,27 @@ std::vector<Sample> AllSamples() {
       {"SUB_DROPPED", Op::kSubDropped, Frame(Op::kSubDropped, 8, dropped),
        DecodeBody<ErrorResponse>},
       {"ERROR", Op::kError, Frame(Op::kError, 3, SampleError()), DecodeBody<ErrorResponse>},
+      {"LOAD_STATE", Op::kLoadState, Frame(Op::kLoadState, 11, SampleLoadState()),
+       DecodeBody<LoadStateRequest>},
+      {"STATE", Op::kState, Frame(Op::kState, 11, StateResponse{SampleState()}),
+       DecodeBody<StateResponse>},
+      {"STATE(no snapshot)", Op::kState, Frame(Op::kState, 11, StateResponse{no_snapshot_state}),
+       DecodeBody<StateResponse>},
+      {"STATE_PLAN", Op::kStatePlan, Frame(Op::kStatePlan, 12, StatePlanResponse{SamplePlan()}),
+       DecodeBody<StatePlanResponse>},
+      {"STATE_PLAN(no snapshot)", Op::kStatePlan,
+       Frame(Op::kStatePlan, 12, StatePlanResponse{replay_plan}), DecodeBody<StatePlanResponse>},
+      {"WRITE_SNAPSHOT", Op::kWriteSnapshot,
+       Frame(Op::kWriteSnapshot, 13, WriteSnapshotRequest{SampleSnapshot(41)}),
+       DecodeBody<WriteSnapshotRequest>},
+      {"SNAPSHOT_WRITTEN", Op::kSnapshotWritten,
+       Frame(Op::kSnapshotWritten, 13, SnapshotWritten{kSomeTimeNs}), DecodeBody<SnapshotWritten>},
+      {"LIST_SNAPSHOTS", Op::kListSnapshots,
+       Frame(Op::kListSnapshots, 14, ListSnapshotsRequest{"account-42"}),
+       DecodeBody<ListSnapshotsRequest>},
+      {"SNAPSHOTS", Op::kSnapshots,
+       Frame(Op::kSnapshots, 14, SnapshotsResponse{SampleSnapshotList()}),
+       DecodeBody<SnapshotsResponse>},
   };
 }
 
@@ -529,6 +619,188 @@ TEST(ProtocolTest, EncodedSizeIsTheEventsWireSize) {
   }
 }
 
+void ExpectSameSnapshot(const Snapshot& a, const Snapshot& b) {
+  EXPECT_EQ(a.version, b.version);
+  EXPECT_EQ(a.recorded_at_ns, b.recorded_at_ns);
+  EXPECT_EQ(a.reducer, b.reducer);
+  EXPECT_EQ(a.schema_version, b.schema_version);
+  EXPECT_EQ(a.state, b.state);
+  EXPECT_EQ(a.state_size, b.state_size);
+  EXPECT_EQ(a.taken_at_ns, b.taken_at_ns);
+}
+
+TEST(ProtocolTest, LoadStateRoundTripEveryTargetKind) {
+  for (StateTarget target :
+       {StateTarget::Head(), StateTarget::Version(0), StateTarget::Version(UINT64_MAX),
+        StateTarget::AsOf(kSomeTimeNs), StateTarget::AsOf(-1), StateTarget::AsOf(0)}) {
+    for (bool plan_only : {false, true}) {
+      SCOPED_TRACE(target.ToString());
+      LoadStateRequest in = SampleLoadState();
+      in.target = target;
+      in.plan_only = plan_only;
+      LoadStateRequest out;
+      DecodeWhole(Frame(Op::kLoadState, 11, in), Op::kLoadState, 11, &out);
+      EXPECT_EQ(out.stream, in.stream);
+      EXPECT_EQ(out.target.kind, target.kind);
+      EXPECT_EQ(out.target.version, target.version);
+      EXPECT_EQ(out.target.time_ns, target.time_ns);
+      EXPECT_EQ(out.reducer, "balance");
+      EXPECT_EQ(out.schema_version, 7u);
+      EXPECT_EQ(out.max_events, 500u);
+      EXPECT_EQ(out.plan_only, plan_only);
+    }
+  }
+  LoadStateRequest bare;
+  bare.stream = "order-1";
+  LoadStateRequest out;
+  DecodeWhole(Frame(Op::kLoadState, 1, bare), Op::kLoadState, 1, &out);
+  EXPECT_EQ(out.target.kind, StateTarget::Kind::kHead);
+  EXPECT_EQ(out.reducer, "");
+  EXPECT_EQ(out.max_events, 0u);
+  EXPECT_FALSE(out.plan_only);
+}
+
+// A target field its kind does not use goes on the wire as 0, so every
+// LOAD_STATE has one encoding.
+TEST(ProtocolTest, LoadStateSendsTheFieldsItsTargetKindDoesNotUseAsZero) {
+  LoadStateRequest tidy = SampleLoadState();
+  LoadStateRequest messy = tidy;
+  tidy.target = StateTarget::Head();
+  messy.target = StateTarget{StateTarget::Kind::kHead, 5, 6};
+  EXPECT_EQ(Frame(Op::kLoadState, 1, messy), Frame(Op::kLoadState, 1, tidy));
+  tidy.target = StateTarget::Version(5);
+  messy.target = StateTarget{StateTarget::Kind::kVersion, 5, 6};
+  EXPECT_EQ(Frame(Op::kLoadState, 1, messy), Frame(Op::kLoadState, 1, tidy));
+  tidy.target = StateTarget::AsOf(6);
+  messy.target = StateTarget{StateTarget::Kind::kTime, 5, 6};
+  EXPECT_EQ(Frame(Op::kLoadState, 1, messy), Frame(Op::kLoadState, 1, tidy));
+}
+
+TEST(ProtocolTest, LoadStateLayoutIsTheDocumentedOne) {
+  LoadStateRequest m;
+  m.stream = "ab";
+  m.target = StateTarget::Version(0x0102);
+  m.reducer = "r";
+  m.schema_version = 3;
+  m.max_events = 0x10;
+  m.plan_only = true;
+  const std::string expected(
+      "\002ab"                            // stream
+      "\x01"                              // target kind: version
+      "\x02\x01\x00\x00\x00\x00\x00\x00"  // version
+      "\x00\x00\x00\x00\x00\x00\x00\x00"  // time_ns
+      "\001r"                             // reducer
+      "\x03\x00\x00\x00"                  // schema_version
+      "\x10\x00\x00\x00"                  // max_events
+      "\x01",                             // flags: plan_only
+      31);
+  EXPECT_EQ(BodyOf(Frame(Op::kLoadState, 1, m)), expected);
+}
+
+TEST(ProtocolTest, StateRoundTripWithAndWithoutSnapshot) {
+  StateResponse out;
+  DecodeWhole(Frame(Op::kState, 11, StateResponse{SampleState()}), Op::kState, 11, &out);
+  const State& s = out.state;
+  EXPECT_EQ(s.stream, "account-42");
+  EXPECT_EQ(s.reducer, "json-merge-patch");
+  EXPECT_EQ(s.schema_version, 1u);
+  EXPECT_EQ(s.version, StreamVersion(42));
+  EXPECT_EQ(s.recorded_at_ns, kSomeTimeNs);
+  ASSERT_TRUE(s.snapshot_version.has_value());
+  EXPECT_EQ(*s.snapshot_version, StreamVersion(39));
+  EXPECT_EQ(s.events_folded, 3u);
+  EXPECT_EQ(s.state, R"({"balance":10})");
+
+  State replayed = SampleState();
+  replayed.snapshot_version.reset();
+  replayed.events_folded = 43;
+  DecodeWhole(Frame(Op::kState, 11, StateResponse{replayed}), Op::kState, 11, &out);
+  EXPECT_FALSE(out.state.snapshot_version.has_value());
+  EXPECT_EQ(out.state.events_folded, 43u);
+  // Without a snapshot the body is 8 bytes shorter.
+  EXPECT_EQ(Frame(Op::kState, 11, StateResponse{SampleState()}).size(),
+            Frame(Op::kState, 11, StateResponse{replayed}).size() + 8);
+}
+
+TEST(ProtocolTest, StatePlanRoundTripWithSnapshotAndEvents) {
+  StatePlanResponse out;
+  StatePlan in = SamplePlan();
+  DecodeWhole(Frame(Op::kStatePlan, 12, StatePlanResponse{in}), Op::kStatePlan, 12, &out);
+  const StatePlan& p = out.plan;
+  EXPECT_EQ(p.target_version, StreamVersion(2));
+  EXPECT_EQ(p.target_recorded_at_ns, kSomeTimeNs + 6);
+  EXPECT_FALSE(p.complete);
+  ASSERT_TRUE(p.snapshot.has_value());
+  ExpectSameSnapshot(*p.snapshot, *in.snapshot);
+  EXPECT_EQ(p.snapshot->stream, "") << "the snapshot's stream is the request's; it is not sent";
+  ExpectSameEvents(p.events, in.events);
+}
+
+TEST(ProtocolTest, StatePlanRoundTripWithoutSnapshotOrEvents) {
+  StatePlan in;
+  in.target_version = StreamVersion(0);
+  in.target_recorded_at_ns = kSomeTimeNs;
+  StatePlanResponse out;
+  DecodeWhole(Frame(Op::kStatePlan, 12, StatePlanResponse{in}), Op::kStatePlan, 12, &out);
+  EXPECT_TRUE(out.plan.complete);
+  EXPECT_FALSE(out.plan.snapshot.has_value());
+  EXPECT_TRUE(out.plan.events.empty());
+  EXPECT_EQ(Frame(Op::kStatePlan, 12, StatePlanResponse{in}).size(), kStatePlanFrameOverheadBytes);
+}
+
+TEST(ProtocolTest, WriteSnapshotRoundTrip) {
+  WriteSnapshotRequest out;
+  Snapshot in = SampleSnapshot(41);
+  DecodeWhole(Frame(Op::kWriteSnapshot, 13, WriteSnapshotRequest{in}), Op::kWriteSnapshot, 13,
+              &out);
+  EXPECT_EQ(out.snapshot.stream, "account-42");
+  EXPECT_EQ(out.snapshot.version, StreamVersion(41));
+  EXPECT_EQ(out.snapshot.reducer, "balance");
+  EXPECT_EQ(out.snapshot.schema_version, 7u);
+  EXPECT_EQ(out.snapshot.state, in.state);
+  EXPECT_EQ(out.snapshot.state_size, in.state.size());
+  // recorded_at and taken_at are the server's to set.
+  EXPECT_EQ(out.snapshot.recorded_at_ns, 0);
+  EXPECT_EQ(out.snapshot.taken_at_ns, 0);
+}
+
+TEST(ProtocolTest, SnapshotWrittenAndListSnapshotsRoundTrip) {
+  SnapshotWritten written;
+  DecodeWhole(Frame(Op::kSnapshotWritten, 13, SnapshotWritten{-5}), Op::kSnapshotWritten, 13,
+              &written);
+  EXPECT_EQ(written.recorded_at_ns, -5);
+  ListSnapshotsRequest list;
+  DecodeWhole(Frame(Op::kListSnapshots, 14, ListSnapshotsRequest{"account-42"}), Op::kListSnapshots,
+              14, &list);
+  EXPECT_EQ(list.stream, "account-42");
+}
+
+TEST(ProtocolTest, SnapshotsRoundTripWithoutStates) {
+  SnapshotsResponse out;
+  std::vector<Snapshot> in = SampleSnapshotList();
+  DecodeWhole(Frame(Op::kSnapshots, 14, SnapshotsResponse{in}), Op::kSnapshots, 14, &out);
+  ASSERT_EQ(out.snapshots.size(), 2u);
+  for (size_t i = 0; i < in.size(); ++i) ExpectSameSnapshot(out.snapshots[i], in[i]);
+  // A snapshot's state is never in the list, only its size.
+  std::vector<Snapshot> with_state = in;
+  with_state[0].state = "not sent";
+  EXPECT_EQ(Frame(Op::kSnapshots, 14, SnapshotsResponse{with_state}),
+            Frame(Op::kSnapshots, 14, SnapshotsResponse{in}));
+  DecodeWhole(Frame(Op::kSnapshots, 14, SnapshotsResponse{}), Op::kSnapshots, 14, &out);
+  EXPECT_TRUE(out.snapshots.empty());
+}
+
+TEST(ProtocolTest, EncodedSizesAreTheStateFramesWireSizes) {
+  StatePlan plan = SamplePlan();
+  size_t expected = kStatePlanFrameOverheadBytes + EncodedSize(*plan.snapshot);
+  for (const RecordedEvent& e : plan.events) expected += EncodedSize(e);
+  EXPECT_EQ(Frame(Op::kStatePlan, 1, StatePlanResponse{plan}).size(), expected);
+  std::vector<Snapshot> list = SampleSnapshotList();
+  EXPECT_EQ(Frame(Op::kSnapshots, 1, SnapshotsResponse{list}).size(),
+            kSnapshotsFrameOverheadBytes + EncodedSnapshotInfoSize(list[0]) +
+                EncodedSnapshotInfoSize(list[1]));
+}
+
 // ============================================================ refusals
 
 TEST(ProtocolTest, EveryDecoderRefusesEveryTruncatedBody) {
@@ -729,6 +1001,136 @@ TEST(ProtocolTest, SubscribeToOneStreamTakesNoFilter) {
       DecodeBody<SubscribeRequest>(SubscribeBody(1, "", FilterBytes(1, "account", {"T"}))).ok());
 }
 
+// ============================================================ state refusals
+
+// LOAD_STATE with the target kind, flags and target fields at chosen bytes.
+std::string LoadStateBody(uint8_t kind, uint64_t version, int64_t time_ns, uint8_t flags) {
+  std::string out;
+  BodyWriter w(&out);
+  w.Str8("account-42");
+  w.U8(kind);
+  w.U64(version);
+  w.I64(time_ns);
+  w.Str8("");
+  w.U32(0);
+  w.U32(0);
+  w.U8(flags);
+  return out;
+}
+
+TEST(ProtocolTest, LoadStateRefusesUnknownTargetKind) {
+  EXPECT_TRUE(DecodeBody<LoadStateRequest>(LoadStateBody(2, 0, 5, 0)).ok());
+  for (uint8_t kind : {3, 4, 0x80, 0xff})
+    EXPECT_FALSE(DecodeBody<LoadStateRequest>(LoadStateBody(kind, 0, 0, 0)).ok()) << int{kind};
+}
+
+TEST(ProtocolTest, LoadStateRefusesAVersionOrTimeItsTargetKindDoesNotUse) {
+  EXPECT_TRUE(DecodeBody<LoadStateRequest>(LoadStateBody(1, 5, 0, 0)).ok());
+  EXPECT_TRUE(DecodeBody<LoadStateRequest>(LoadStateBody(2, 0, -5, 0)).ok());
+  EXPECT_FALSE(DecodeBody<LoadStateRequest>(LoadStateBody(0, 5, 0, 0)).ok());
+  EXPECT_FALSE(DecodeBody<LoadStateRequest>(LoadStateBody(0, 0, 5, 0)).ok());
+  EXPECT_FALSE(DecodeBody<LoadStateRequest>(LoadStateBody(1, 5, 5, 0)).ok());
+  EXPECT_FALSE(DecodeBody<LoadStateRequest>(LoadStateBody(2, 5, 5, 0)).ok());
+}
+
+TEST(ProtocolTest, LoadStateRefusesUnknownFlagBits) {
+  EXPECT_TRUE(DecodeBody<LoadStateRequest>(LoadStateBody(0, 0, 0, 1)).ok());
+  for (int bit = 1; bit < 8; ++bit) {
+    Status s =
+        DecodeBody<LoadStateRequest>(LoadStateBody(0, 0, 0, static_cast<uint8_t>(1u << bit)));
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << "flag bit " << bit;
+  }
+}
+
+TEST(ProtocolTest, StateRefusesHasSnapshotAboveOne) {
+  State st = SampleState();
+  std::string frame = Frame(Op::kState, 1, StateResponse{st});
+  const size_t has_at =
+      kFrameHeaderBytes + 1 + st.stream.size() + 1 + st.reducer.size() + 4 + 8 + 8;
+  ASSERT_EQ(frame[has_at], 1);
+  for (char bad : {'\x02', '\xff'}) {
+    frame[has_at] = bad;
+    EXPECT_FALSE(DecodeBody<StateResponse>(BodyOf(frame)).ok()) << int{bad};
+  }
+  // 0 says no snapshot version follows: its 8 bytes are then left over.
+  frame[has_at] = 0;
+  EXPECT_FALSE(DecodeBody<StateResponse>(BodyOf(frame)).ok());
+}
+
+TEST(ProtocolTest, StatePlanRefusesCompleteOrHasSnapshotAboveOne) {
+  std::string frame = Frame(Op::kStatePlan, 1, StatePlanResponse{SamplePlan()});
+  const size_t complete_at = kFrameHeaderBytes + 16, has_at = complete_at + 1;
+  for (size_t at : {complete_at, has_at}) {
+    std::string bad = frame;
+    bad[at] = 2;
+    EXPECT_FALSE(DecodeBody<StatePlanResponse>(BodyOf(bad)).ok()) << at;
+  }
+  std::string no_snapshot = frame;
+  no_snapshot[has_at] = 0;  // the snapshot's bytes are read as events
+  EXPECT_FALSE(DecodeBody<StatePlanResponse>(BodyOf(no_snapshot)).ok());
+}
+
+TEST(ProtocolTest, StatePlanAndSnapshotsRefuseCountsLargerThanTheFrame) {
+  StatePlan plan = SamplePlan();
+  std::string frame = Frame(Op::kStatePlan, 1, StatePlanResponse{plan});
+  const size_t count_at = kFrameHeaderBytes + 18 + EncodedSize(*plan.snapshot);
+  std::string list = Frame(Op::kSnapshots, 1, SnapshotsResponse{SampleSnapshotList()});
+  for (uint32_t count : {3u, 1000u, 0xffffffffu}) {
+    PutU32At(&frame, count_at, count);
+    EXPECT_FALSE(DecodeBody<StatePlanResponse>(BodyOf(frame)).ok()) << count;
+    PutU32At(&list, kFrameHeaderBytes, count);
+    EXPECT_FALSE(DecodeBody<SnapshotsResponse>(BodyOf(list)).ok()) << count;
+  }
+  PutU32At(&list, kFrameHeaderBytes, 1);  // fewer than there are: trailing bytes
+  EXPECT_FALSE(DecodeBody<SnapshotsResponse>(BodyOf(list)).ok());
+}
+
+TEST(ProtocolTest, StateStringsLongerThanTheFrameAreRefused) {
+  // STATE's state and WRITE_SNAPSHOT's state claim 4 GiB.
+  State st = SampleState();
+  std::string state = Frame(Op::kState, 1, StateResponse{st});
+  PutU32At(&state, state.size() - st.state.size() - 4, 0xffffffff);
+  EXPECT_FALSE(DecodeBody<StateResponse>(BodyOf(state)).ok());
+  Snapshot snap = SampleSnapshot(1);
+  std::string write = Frame(Op::kWriteSnapshot, 1, WriteSnapshotRequest{snap});
+  PutU32At(&write, write.size() - snap.state.size() - 4, 0xffffffff);
+  EXPECT_FALSE(DecodeBody<WriteSnapshotRequest>(BodyOf(write)).ok());
+}
+
+TEST(ProtocolTest, WriteSnapshotWithoutAReducerIsRefused) {
+  Snapshot snap = SampleSnapshot(1);
+  snap.reducer.clear();
+  std::string frame = Frame(Op::kWriteSnapshot, 1, WriteSnapshotRequest{snap});
+  Status s = DecodeBody<WriteSnapshotRequest>(BodyOf(frame));
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("reducer"), std::string::npos) << s.message();
+}
+
+// Random bodies never crash a state decoder; a refusal is always
+// kInvalidArgument, and what decodes encodes back to the same bytes.
+TEST(ProtocolTest, StateDecodersSurviveGarbage) {
+  std::mt19937 rng(5);
+  auto check = [](auto message, Op op, std::string_view body) {
+    Status s = Decode(body, &message);
+    if (!s.ok()) {
+      EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+      return;
+    }
+    EXPECT_EQ(BodyOf(Frame(op, 1, message)), body);
+  };
+  for (int i = 0; i < 20000; ++i) {
+    std::string body(rng() % 80, '\0');
+    for (char& b : body) b = static_cast<char>(rng() % 4 == 0 ? 0 : rng());
+    check(LoadStateRequest{}, Op::kLoadState, body);
+    check(StateResponse{}, Op::kState, body);
+    check(StatePlanResponse{}, Op::kStatePlan, body);
+    check(WriteSnapshotRequest{}, Op::kWriteSnapshot, body);
+    check(SnapshotWritten{}, Op::kSnapshotWritten, body);
+    check(ListSnapshotsRequest{}, Op::kListSnapshots, body);
+    check(SnapshotsResponse{}, Op::kSnapshots, body);
+  }
+}
+
 // ============================================================ frame header
 
 Status DecodeHeader(const std::string& h, uint32_t max_frame_bytes, FrameHeader* out) {
@@ -773,8 +1175,9 @@ TEST(ProtocolTest, FrameHeaderRefusesNonzeroFlagsAndReserved) {
 }
 
 TEST(ProtocolTest, FrameHeaderAcceptsExactlyTheKnownOpcodes) {
-  const std::vector<int> known = {0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x81, 0x82,
-                                  0x90, 0x91, 0x92, 0x93, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xff};
+  const std::vector<int> known = {0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16,
+                                  0x20, 0x21, 0x81, 0x82, 0x90, 0x91, 0x92, 0x93, 0x94,
+                                  0x95, 0x96, 0x97, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xff};
   for (int op = 0; op < 256; ++op) {
     bool is_known = std::find(known.begin(), known.end(), op) != known.end();
     FrameHeader h;

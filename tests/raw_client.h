@@ -29,6 +29,39 @@
 
 namespace annal::testing {
 
+// A socket connected to 127.0.0.1:`port` whose reads time out after 5 s;
+// -1 when the connection is refused.
+inline int ConnectLoopback(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The whole HTTP response to GET `path` from 127.0.0.1:`port` (annald's
+// metrics endpoint); empty when it cannot connect.
+inline std::string HttpGet(uint16_t port, const std::string& path) {
+  int fd = ConnectLoopback(port);
+  if (fd < 0) return "";
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  (void)!::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string all;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) all.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return all;
+}
+
 class RawClient {
  public:
   static constexpr std::chrono::milliseconds kDefaultTimeout{10'000};

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <random>
@@ -445,6 +446,22 @@ TEST_F(ServerInputTest, BodiesThatFailToDecodeAreRefusedAndClosed) {
   BodyWriter(&too_many_types).U32(10);
   too_many_types += FilterBytes(0, "", std::vector<std::string>(65, "T"));
 
+  LoadStateRequest load;
+  load.stream = "account-1";
+  std::string good_load;
+  AppendFrame(&good_load, Op::kLoadState, 40, load);
+  std::string_view load_body = std::string_view(good_load).substr(kFrameHeaderBytes);
+  const size_t load_kind_at = 1 + load.stream.size();
+  auto load_with = [&](size_t at, char byte) {
+    std::string b(load_body);
+    b[at] = byte;
+    return b;
+  };
+  WriteSnapshotRequest no_reducer;
+  no_reducer.snapshot.stream = "order-1";
+  std::string write_without_reducer;
+  AppendFrame(&write_without_reducer, Op::kWriteSnapshot, 40, no_reducer);
+
   struct Case {
     const char* name;
     Op op;
@@ -477,6 +494,17 @@ TEST_F(ServerInputTest, BodiesThatFailToDecodeAreRefusedAndClosed) {
                    "abc")},
       {"SUBSCRIBE to one stream naming none", Op::kSubscribe, subscribe_stream_without_name},
       {"UNSUBSCRIBE cut short", Op::kUnsubscribe, std::string(3, '\0')},
+      {"LOAD_STATE cut short", Op::kLoadState,
+       std::string(load_body.substr(0, load_body.size() - 1))},
+      {"LOAD_STATE with a trailing byte", Op::kLoadState, std::string(load_body) + "x"},
+      {"LOAD_STATE with target kind 3", Op::kLoadState, load_with(load_kind_at, 3)},
+      {"LOAD_STATE at the head with a version", Op::kLoadState, load_with(load_kind_at + 1, 7)},
+      {"LOAD_STATE with an unknown flag bit", Op::kLoadState, load_with(load_body.size() - 1, 2)},
+      {"WRITE_SNAPSHOT naming no reducer", Op::kWriteSnapshot,
+       write_without_reducer.substr(kFrameHeaderBytes)},
+      {"LIST_SNAPSHOTS whose name runs past the frame", Op::kListSnapshots,
+       std::string("\x20"
+                   "abc")},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -560,11 +588,11 @@ TEST_F(ServerInputTest, RandomBytesGetAnErrorOrACloseButNeverCrashTheServer) {
     // A quarter get a plausible header in front: a request opcode, a
     // length within the frame, so the random part lands in a decoder.
     if (i % 4 >= 2) {
-      const uint8_t requests[] = {0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21};
+      const uint8_t requests[] = {0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x21};
       uint32_t length = static_cast<uint32_t>(std::min<size_t>(bytes.size(), 64));
       bytes.replace(0, std::min<size_t>(bytes.size(), kFrameHeaderBytes),
                     Header(length < kFrameHeaderBytes ? kFrameHeaderBytes : length,
-                           requests[rng() % 8], 0, 0, static_cast<uint32_t>(i)));
+                           requests[rng() % std::size(requests)], 0, 0, static_cast<uint32_t>(i)));
     }
     c->Send(bytes);  // the server may already have closed
     conns.push_back(std::move(c));

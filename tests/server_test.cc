@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "annald_process.h"
+#include "raw_client.h"
 #include "protocol.h"
 #include "test_util.h"
 
@@ -18,22 +19,8 @@ namespace {
 
 using protocol::Op;
 using testing::AnnaldProcess;
+using testing::HttpGet;
 using testing::TempDir;
-
-int ConnectTo(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 bool SendAll(int fd, const std::string& bytes) {
   return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
@@ -60,7 +47,7 @@ bool ReadFrame(int fd, protocol::FrameHeader* h, std::string* body) {
 
 // Connects and says HELLO; returns the fd and the server's HELLO_OK.
 int Handshake(uint16_t port, protocol::HelloOk* ok) {
-  int fd = ConnectTo(port);
+  int fd = testing::ConnectLoopback(port);
   if (fd < 0) return -1;
   std::string out;
   protocol::AppendFrame(&out, Op::kHello, 1, protocol::Hello{protocol::kProtocolVersion, "server_test"});
@@ -85,18 +72,6 @@ Status AppendOne(int fd, uint32_t rid, const std::string& stream) {
   if (!SendAll(fd, out) || !ReadFrame(fd, &h, &body)) return Status::IoError("no answer");
   if (h.op != Op::kAppendOk) return Status::InvalidArgument(std::string("got ") + protocol::OpName(h.op));
   return Status::Ok();
-}
-
-std::string HttpGet(uint16_t port, const std::string& path) {
-  int fd = ConnectTo(port);
-  if (fd < 0) return "";
-  SendAll(fd, "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
-  std::string all;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) all.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return all;
 }
 
 TEST(ServerTest, MetricsEndpointServesPrometheusText) {

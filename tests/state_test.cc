@@ -388,13 +388,15 @@ TEST_F(StateTest, ClientSnapshotsServePlans) {
   s.reducer = "cart-reducer";
   s.schema_version = 2;
   s.state = "state-at-7";
-  ASSERT_TRUE(engine_->WriteSnapshot(s).ok());
+  auto written = engine_->WriteSnapshot(s);
+  ASSERT_TRUE(written.ok()) << written.status().ToString();
   auto plan = engine_->Plan("cart-1", StateTarget::Head(), "cart-reducer", 2, 100);
   ASSERT_TRUE(plan.ok());
   ASSERT_TRUE(plan->snapshot.has_value());
   EXPECT_EQ(plan->snapshot->state, "state-at-7");
   auto event7 = store_->ReadStream("cart-1", StreamVersion(7), ReadDirection::kForward, 1);
   EXPECT_EQ(plan->snapshot->recorded_at_ns, event7->front().recorded_at_ns);
+  EXPECT_EQ(*written, event7->front().recorded_at_ns);
   ASSERT_EQ(plan->events.size(), 4u);
   EXPECT_EQ(plan->events.front().version.get(), 8u);
   EXPECT_EQ(plan->target_version.get(), 11u);
@@ -412,11 +414,11 @@ TEST_F(StateTest, ClientSnapshotsServePlans) {
   EXPECT_EQ(cut->target_recorded_at_ns, event10->front().recorded_at_ns);
 
   s.version = StreamVersion(12);
-  EXPECT_EQ(engine_->WriteSnapshot(s).code(), StatusCode::kNotFound);
+  EXPECT_EQ(engine_->WriteSnapshot(s).status().code(), StatusCode::kNotFound);
   s.stream = "cart-404";
-  EXPECT_EQ(engine_->WriteSnapshot(s).code(), StatusCode::kNotFound);
+  EXPECT_EQ(engine_->WriteSnapshot(s).status().code(), StatusCode::kNotFound);
   s.reducer = "";
-  EXPECT_EQ(engine_->WriteSnapshot(s).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->WriteSnapshot(s).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(StateTest, ReducerErrorNamesStreamAndVersion) {

@@ -143,7 +143,7 @@ class StateEngineImpl final : public StateEngine {
     return plan;
   }
 
-  Status WriteSnapshot(Snapshot snapshot) override {
+  Result<int64_t> WriteSnapshot(Snapshot snapshot) override {
     if (snapshot.reducer.empty() || snapshot.reducer.size() > 255)
       return Status::InvalidArgument("a snapshot's reducer name must be 1..255 bytes");
     if (!snapshots_) return Status::Unavailable("the snapshot store is not available");
@@ -152,16 +152,18 @@ class StateEngineImpl final : public StateEngine {
     if (events.empty())
       return Status::NotFound("stream '" + snapshot.stream + "' has no version " +
                               std::to_string(snapshot.version.get()));
-    snapshot.recorded_at_ns = events.front().recorded_at_ns;
+    const int64_t recorded_at_ns = events.front().recorded_at_ns;
+    snapshot.recorded_at_ns = recorded_at_ns;
     snapshot.taken_at_ns = NowNs();
     snapshot.state_size = snapshot.state.size();
     SnapshotPolicy policy = PolicyFor(snapshot.stream);
     ANNAL_RETURN_IF_ERROR(snapshots_->Put({{std::move(snapshot), policy}}, std::nullopt));
     written_.fetch_add(1, std::memory_order_relaxed);
-    return Status::Ok();
+    return recorded_at_ns;
   }
 
   Result<std::vector<Snapshot>> ListSnapshots(std::string_view stream) override {
+    ANNAL_RETURN_IF_ERROR(store_->GetStreamInfo(stream).status());
     if (!snapshots_) return Status::Unavailable("the snapshot store is not available");
     return snapshots_->List(stream);
   }

@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -184,11 +185,11 @@ class StateEngine {
                                  size_t max_events) = 0;
 
   // Stores a snapshot a client computed. Its version must exist; its
-  // recorded_at is taken from the event at that version.
-  virtual Status WriteSnapshot(Snapshot snapshot) = 0;
+  // recorded_at is taken from the event at that version and returned.
+  virtual Result<int64_t> WriteSnapshot(Snapshot snapshot) = 0;
 
   // Every kept snapshot of the stream, all reducers, ascending by version;
-  // the state bytes are left empty.
+  // the state bytes are left empty. kNotFound when the stream does not exist.
   virtual Result<std::vector<Snapshot>> ListSnapshots(std::string_view stream) = 0;
 
   // Blocks until the background taker has seen the log up to `position`,

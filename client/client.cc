@@ -244,12 +244,14 @@ Result<Connection> Dial(const ClientOptions& o) {
 
 struct Request {
   Op op = Op::kPing;
-  Op expect = Op::kPong;  // the answer that means success; ERROR always may come
-  std::string body;       // encoded once; sent again unchanged after a reconnect
+  Op expect = Op::kPong;      // the answer that means success; ERROR always may come
+  Op expect_or = Op::kError;  // a second answer that does too (LOAD_STATE); kError: none
+  std::string body;           // encoded once; sent again unchanged after a reconnect
   Clock::time_point deadline;
-  // Decodes a successful answer and completes the caller; a non-ok return
-  // (malformed body) completes nothing and the request is sent again.
-  std::function<Status(std::string_view body)> on_reply;
+  // Decodes a successful answer (`op` is expect or expect_or) and completes
+  // the caller; a non-ok return (malformed body) completes nothing and the
+  // connection is dropped, so the request is sent again.
+  std::function<Status(Op op, std::string_view body)> on_reply;
   std::function<void(Status)> on_fail;
   uint64_t sub_id = 0;   // SUBSCRIBE: the subscription it (re)starts
   bool resend = true;    // false for SUBSCRIBE and UNSUBSCRIBE: they belong to one connection
@@ -536,10 +538,10 @@ class Core {
     ANNAL_ASSERT(it != requests_.end());
     Request& r = it->second;
     if (op == Op::kError) return OnError(seq, r, body);
-    if (op != r.expect)
+    if (op != r.expect && op != r.expect_or)
       return ProtocolError(std::string(protocol::OpName(r.op)) + " answered with " + protocol::OpName(op));
     if (r.sub_id != 0) return OnSubscribed(seq, body);
-    Status s = r.on_reply(body);  // decodes before completing anything
+    Status s = r.on_reply(op, body);  // decodes before completing anything
     if (!s.ok()) return ProtocolError(std::string(protocol::OpName(op)) + ": " + s.message());
     Extract(seq);
     return Status::Ok();
@@ -591,7 +593,7 @@ class Core {
     r.expect = Op::kUnsubscribed;
     protocol::BodyWriter w(&r.body);
     protocol::Encode(protocol::UnsubscribeRequest{wire_id}, w);
-    r.on_reply = [](std::string_view) { return Status::Ok(); };
+    r.on_reply = [](Op, std::string_view) { return Status::Ok(); };
     r.on_fail = [](Status) {};
     r.resend = false;
     AddRequest(std::move(r));
@@ -963,6 +965,53 @@ Status CheckFilter(const Filter& f) {
   return Status::Ok();
 }
 
+Status CheckReducerName(const std::string& reducer) {
+  if (reducer.size() > 255)
+    return Status::InvalidArgument("a reducer name is at most 255 bytes, got " + std::to_string(reducer.size()));
+  return Status::Ok();
+}
+
+// The one place the "no reducer" answer of LoadState is made (IsNoReducer
+// recognises it).
+constexpr std::string_view kNoReducerPrefix = "no reducer is configured for category";
+
+Status NoReducer(const std::string& stream) {
+  std::string category(StreamCategory(stream));
+  return Status::Unavailable(std::string(kNoReducerPrefix) + " '" + category + "' on the server, so it cannot fold " +
+                             stream + " (configure one with annald --reducer " + category +
+                             "=json-merge-patch, or fold in the client: LoadStatePlan and Fold)");
+}
+
+// A STATE_PLAN must be what LOAD_STATE asked for: a snapshot of the
+// requested reducer at or before the target, then the events after it in
+// order, ending at the target when complete.
+Status CheckPlan(const std::string& stream, const std::string& reducer, uint32_t schema_version,
+                 const StatePlan& plan) {
+  const uint64_t target = plan.target_version.get();
+  uint64_t next = 0;
+  if (plan.snapshot) {
+    const Snapshot& snap = *plan.snapshot;
+    if (reducer.empty() || snap.reducer != reducer || snap.schema_version != schema_version ||
+        snap.version.get() > target)
+      return ProtocolError("STATE_PLAN for " + stream + " up to version " + std::to_string(target) +
+                           " carries a snapshot at version " +
+                           std::to_string(snap.version.get()) + " by " + snap.reducer + " schema " +
+                           std::to_string(snap.schema_version) + "; asked for reducer '" + reducer + "' schema " +
+                           std::to_string(schema_version));
+    next = snap.version.get() + 1;
+  }
+  for (const RecordedEvent& e : plan.events) {
+    if (e.stream != stream || e.version.get() != next || e.version.get() > target)
+      return ProtocolError("STATE_PLAN for " + stream + " up to version " + std::to_string(target) + " expected version " +
+                           std::to_string(next) + ", got " + e.stream + "@" + std::to_string(e.version.get()));
+    ++next;
+  }
+  if (plan.complete && next != target + 1)
+    return ProtocolError("STATE_PLAN for " + stream + " is marked complete but ends before version " +
+                         std::to_string(next) + ", not at its target " + std::to_string(target));
+  return Status::Ok();
+}
+
 Status CheckOptions(const ClientOptions& o) {
   if (o.client_name.size() > 255) return Status::InvalidArgument("client_name is at most 255 bytes");
   if (o.connect_timeout.count() <= 0 || o.request_timeout.count() <= 0)
@@ -988,7 +1037,7 @@ Request MakeRequest(Op op, Op expect, const M& message, std::function<Status(std
   r.expect = expect;
   protocol::BodyWriter w(&r.body);
   protocol::Encode(message, w);
-  r.on_reply = [decode = std::move(decode), done](std::string_view body) {
+  r.on_reply = [decode = std::move(decode), done](Op, std::string_view body) {
     T value;
     ANNAL_RETURN_IF_ERROR(decode(body, &value));
     done(std::move(value));
@@ -1109,6 +1158,96 @@ class ClientImpl final : public Client {
     return r.ok() ? Status::Ok() : r.status();
   }
 
+  void LoadStateAsync(std::string stream, StateTarget target, StateCallback done) override {
+    Status s = CheckStreamName(stream);
+    if (!s.ok()) return done(s);
+    protocol::LoadStateRequest m;
+    m.stream = stream;
+    m.target = target;
+    m.max_events = 1;  // a plan (no reducer on the server) is not used: keep it small
+    Request r;
+    r.op = Op::kLoadState;
+    r.expect = Op::kState;
+    r.expect_or = Op::kStatePlan;  // the server has no reducer for the category
+    protocol::BodyWriter w(&r.body);
+    protocol::Encode(m, w);
+    r.on_reply = [stream = std::move(stream), done](Op op, std::string_view body) {
+      if (op == Op::kStatePlan) {
+        protocol::StatePlanResponse plan;
+        ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &plan));
+        done(NoReducer(stream));
+        return Status::Ok();
+      }
+      protocol::StateResponse state;
+      ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &state));
+      done(std::move(state.state));
+      return Status::Ok();
+    };
+    r.on_fail = [done](Status why) { done(std::move(why)); };
+    Submit(std::move(r));
+  }
+
+  Result<State> LoadState(const std::string& stream, StateTarget target) override {
+    if (core_->OnIoThread()) return BlockingFromCallback("LoadState");
+    return Await<State>([&](StateCallback done) { LoadStateAsync(stream, target, std::move(done)); });
+  }
+
+  Result<StatePlan> LoadStatePlan(const std::string& stream, StateTarget target, const std::string& reducer,
+                                  uint32_t schema_version, uint32_t max_events) override {
+    if (core_->OnIoThread()) return BlockingFromCallback("LoadStatePlan");
+    ANNAL_RETURN_IF_ERROR(CheckStreamName(stream));
+    ANNAL_RETURN_IF_ERROR(CheckReducerName(reducer));
+    protocol::LoadStateRequest m{stream, target, reducer, schema_version, max_events, /*plan_only=*/true};
+    auto decode = [stream](std::string_view body, StatePlan* out) {
+      protocol::StatePlanResponse r;
+      ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &r));
+      *out = std::move(r.plan);
+      if (out->snapshot) out->snapshot->stream = stream;  // not sent: it is the request's
+      return Status::Ok();
+    };
+    ANNAL_ASSIGN_OR_RETURN(StatePlan plan, Await<StatePlan>([&](std::function<void(Result<StatePlan>)> done) {
+                             Submit(MakeRequest<StatePlan>(Op::kLoadState, Op::kStatePlan, m, decode, std::move(done)));
+                           }));
+    ANNAL_RETURN_IF_ERROR(CheckPlan(stream, reducer, schema_version, plan));
+    ANNAL_RETURN_IF_ERROR(CompletePlan(stream, &plan));
+    return plan;
+  }
+
+  Result<int64_t> WriteSnapshot(const Snapshot& snapshot) override {
+    if (core_->OnIoThread()) return BlockingFromCallback("WriteSnapshot");
+    ANNAL_RETURN_IF_ERROR(CheckStreamName(snapshot.stream));
+    ANNAL_RETURN_IF_ERROR(CheckReducerName(snapshot.reducer));
+    if (snapshot.reducer.empty()) return Status::InvalidArgument("a snapshot must name its reducer");
+    protocol::WriteSnapshotRequest m{snapshot};
+    m.snapshot.state_size = m.snapshot.state.size();
+    auto decode = [](std::string_view body, int64_t* out) {
+      protocol::SnapshotWritten r;
+      ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &r));
+      *out = r.recorded_at_ns;
+      return Status::Ok();
+    };
+    return Await<int64_t>([&](std::function<void(Result<int64_t>)> done) {
+      Submit(MakeRequest<int64_t>(Op::kWriteSnapshot, Op::kSnapshotWritten, m, decode, std::move(done)));
+    });
+  }
+
+  Result<std::vector<Snapshot>> ListSnapshots(const std::string& stream) override {
+    if (core_->OnIoThread()) return BlockingFromCallback("ListSnapshots");
+    ANNAL_RETURN_IF_ERROR(CheckStreamName(stream));
+    protocol::ListSnapshotsRequest m{stream};
+    using Snapshots = std::vector<Snapshot>;
+    auto decode = [stream](std::string_view body, Snapshots* out) {
+      protocol::SnapshotsResponse r;
+      ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &r));
+      *out = std::move(r.snapshots);
+      for (Snapshot& s : *out) s.stream = stream;  // not sent: it is the request's
+      return Status::Ok();
+    };
+    return Await<Snapshots>([&](std::function<void(Result<Snapshots>)> done) {
+      Submit(MakeRequest<Snapshots>(Op::kListSnapshots, Op::kSnapshots, m, decode, std::move(done)));
+    });
+  }
+
   Result<std::unique_ptr<Subscription>> SubscribeToStream(const std::string& stream, StreamVersion from,
                                                           SubscriptionHandler handler) override {
     ANNAL_RETURN_IF_ERROR(CheckStreamName(stream));
@@ -1130,6 +1269,35 @@ class ClientImpl final : public Client {
   }
 
  private:
+  // Reads the events a STATE_PLAN left out (it stopped at the server's
+  // limit), up to the plan's target. Each page moves on by at least one
+  // event or fails, so the loop ends.
+  Status CompletePlan(const std::string& stream, StatePlan* plan) {
+    if (plan->complete) return Status::Ok();
+    const uint64_t target = plan->target_version.get();
+    uint64_t next = !plan->events.empty() ? plan->events.back().version.get() + 1
+                    : plan->snapshot      ? plan->snapshot->version.get() + 1
+                                          : 0;
+    while (next <= target) {
+      uint32_t ask = static_cast<uint32_t>(std::min<uint64_t>(target - next, kPlanPageEvents - 1) + 1);
+      ANNAL_ASSIGN_OR_RETURN(std::vector<RecordedEvent> page,
+                             ReadStream(stream, StreamVersion(next), ReadDirection::kForward, ask));
+      if (page.empty())
+        return ProtocolError("the plan for " + stream + " ends at version " + std::to_string(target) +
+                             " but READ_STREAM from " + std::to_string(next) + " found nothing");
+      for (RecordedEvent& e : page) {
+        if (next > target) break;
+        if (e.version.get() != next)
+          return ProtocolError("READ_STREAM of " + stream + " from " + std::to_string(next) + " returned version " +
+                               std::to_string(e.version.get()));
+        plan->events.push_back(std::move(e));
+        ++next;
+      }
+    }
+    plan->complete = true;
+    return Status::Ok();
+  }
+
   void Submit(Request r) {
     size_t length = protocol::kFrameHeaderBytes + r.body.size();
     if (length > core_->max_frame_bytes())
@@ -1156,6 +1324,10 @@ class ClientImpl final : public Client {
 };
 
 }  // namespace
+
+bool IsNoReducer(const Status& s) {
+  return s.code() == StatusCode::kUnavailable && s.message().starts_with(kNoReducerPrefix);
+}
 
 Result<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
   ANNAL_RETURN_IF_ERROR(CheckOptions(options));

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -201,11 +202,13 @@ std::string Describe(const CliResult& r) {
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto s = AnnaldProcess::Start(dir_.path());
+    auto s = AnnaldProcess::Start(dir_.path(), ServerArgs());
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     server_ = std::move(*s);
     port_ = std::to_string(server_->port());
   }
+
+  virtual std::vector<std::string> ServerArgs() const { return {}; }
 
   // Runs annal against this test's server.
   CliResult Cli(std::vector<std::string> args) {
@@ -594,6 +597,193 @@ TEST_F(CliTest, InfoOnUnknownStreamSaysItDoesNotExist) {
   EXPECT_TRUE(std::regex_search(human.out, std::regex(R"(exists: +no)"))) << human.out;
   Json j = Json::parse(Ok({"--json", "info", "ghost-1"}).out);
   EXPECT_EQ(j, Json::parse(R"({"stream":"ghost-1","exists":false})"));
+}
+
+// ---- state and snapshots ----
+
+// annald folds "account" with json-merge-patch and snapshots it every 2
+// events; "order" has no reducer.
+class CliStateTest : public CliTest {
+ protected:
+  std::vector<std::string> ServerArgs() const override {
+    return {"--reducer", "account=json-merge-patch", "--snapshot-every", "2"};
+  }
+  void SetUp() override {
+    CliTest::SetUp();
+    if (HasFatalFailure()) return;
+    for (const char* data : {R"({"owner":"ada","balance":0})", R"({"balance":100})",
+                             R"({"balance":70,"note":"atm"})"}) {
+      appended_.push_back(AppendJson("account-42", "Changed", data));
+      // Apart in time, so that --at can fall between two events.
+      std::this_thread::sleep_for(milliseconds(3));
+    }
+  }
+  int64_t RecordedAt(size_t i) { return appended_.at(i)["recorded_at_ns"].get<int64_t>(); }
+  CliResult Fails(std::vector<std::string> args, int code) {
+    CliResult r = Cli(args);
+    EXPECT_EQ(r.exit_code, code) << Describe(r);
+    EXPECT_EQ(r.out, "") << Describe(r);
+    return r;
+  }
+
+  std::vector<Json> appended_;
+};
+
+// RFC 3339 with all nine fractional digits, so no event is rounded away.
+std::string Rfc3339Nanos(int64_t ns) {
+  time_t seconds = static_cast<time_t>(ns / 1'000'000'000);
+  struct tm tm {};
+  gmtime_r(&seconds, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09lldZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<long long>(ns % 1'000'000'000));
+  return buf;
+}
+
+TEST_F(CliStateTest, StateShowsVersionTimeHowComputedAndPrettyJson) {
+  CliResult r = Ok({"state", "account-42"});
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(^stream: +account-42\nversion: +2\n)")))
+      << r.out;
+  EXPECT_NE(r.out.find("recorded at:   " + appended_[2]["recorded_at"].get<std::string>() + "\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("reducer:       json-merge-patch (schema 1)\n"), std::string::npos) << r.out;
+  // The background snapshot at version 1 may or may not be there yet.
+  EXPECT_TRUE(std::regex_search(
+      r.out, std::regex(R"(computed from: (a full replay of 3 events|the snapshot at version 1 )"
+                        R"(and 1 event after it)\n)")))
+      << r.out;
+  const std::string pretty =
+      "state:\n{\n  \"balance\": 70,\n  \"note\": \"atm\",\n  \"owner\": \"ada\"\n}\n";
+  ASSERT_GE(r.out.size(), pretty.size());
+  EXPECT_EQ(r.out.substr(r.out.size() - pretty.size()), pretty) << r.out;
+  EXPECT_EQ(r.err, "");
+}
+
+TEST_F(CliStateTest, StateJsonEmbedsTheStateAndSaysHowItWasComputed) {
+  Json j = Json::parse(Ok({"--json", "state", "account-42"}).out);
+  EXPECT_EQ(j["stream"], "account-42");
+  EXPECT_EQ(j["version"], 2);
+  EXPECT_EQ(j["recorded_at_ns"], appended_[2]["recorded_at_ns"]);
+  EXPECT_EQ(j["recorded_at"], appended_[2]["recorded_at"]);
+  EXPECT_EQ(j["reducer"], "json-merge-patch");
+  EXPECT_EQ(j["schema_version"], 1);
+  EXPECT_EQ(j["state"], Json::parse(R"({"owner":"ada","balance":70,"note":"atm"})"));
+  EXPECT_FALSE(j.contains("as_of"));
+  uint64_t from = j["snapshot_version"].is_null() ? 0 : j["snapshot_version"].get<uint64_t>() + 1;
+  EXPECT_EQ(from + j["events_folded"].get<uint64_t>(), 3u) << j.dump();
+}
+
+TEST_F(CliStateTest, StateAtVersionAndAsOfTime) {
+  Json v0 = Json::parse(Ok({"--json", "state", "account-42", "--version", "0"}).out);
+  EXPECT_EQ(v0["version"], 0);
+  EXPECT_EQ(v0["state"], Json::parse(R"({"owner":"ada","balance":0})"));
+
+  // Exactly at event 1's recorded_at, given in nanoseconds or in RFC 3339.
+  for (const std::string& at : {std::to_string(RecordedAt(1)), Rfc3339Nanos(RecordedAt(1))}) {
+    Json j = Json::parse(Ok({"--json", "state", "account-42", "--at", at}).out);
+    EXPECT_EQ(j["version"], 1) << at;
+    EXPECT_EQ(j["state"], Json::parse(R"({"owner":"ada","balance":100})")) << at;
+    EXPECT_EQ(j["as_of_ns"], RecordedAt(1)) << at;
+  }
+  Json before = Json::parse(
+      Ok({"--json", "state", "account-42", "--at", std::to_string(RecordedAt(1) - 1)}).out);
+  EXPECT_EQ(before["version"], 0);
+
+  CliResult human = Ok({"state", "account-42", "--at", Rfc3339Nanos(RecordedAt(2) + 1000)});
+  EXPECT_TRUE(std::regex_search(human.out, std::regex(R"(\nas of: +\d{4}-.*Z\n)"))) << human.out;
+  EXPECT_TRUE(std::regex_search(human.out, std::regex(R"(\nversion: +2\n)"))) << human.out;
+}
+
+TEST_F(CliStateTest, StateBeforeTheFirstEventSaysDidNotExistAndExitsTwo) {
+  CliResult r = Fails({"state", "account-42", "--at", "2000-01-01T00:00:00Z"}, 2);
+  EXPECT_EQ(r.err,
+            "annal: stream 'account-42' did not exist at 2000-01-01T00:00:00.000000Z: its "
+            "first event was recorded at " +
+                appended_[0]["recorded_at"].get<std::string>() + "\n");
+  Fails({"--json", "state", "account-42", "--at", "2000-01-01T00:00:00Z"}, 2);
+}
+
+// The "did not exist" message echoes the time as parsed, in UTC.
+TEST_F(CliStateTest, AtAcceptsRfc3339WithFractionsAndOffsetsAndNanoseconds) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"2000-01-01T00:00:00Z", "2000-01-01T00:00:00.000000Z"},
+      {"2000-01-01t02:00:00.5+02:00", "2000-01-01T00:00:00.500000Z"},
+      {"1999-12-31T19:30:00.123456789-04:30", "2000-01-01T00:00:00.123456Z"},
+      {"2000-02-29T12:00:00z", "2000-02-29T12:00:00.000000Z"},
+      {"946684800000000000", "2000-01-01T00:00:00.000000Z"},
+  };
+  for (const auto& [at, shown] : cases) {
+    CliResult r = Fails({"state", "account-42", "--at", at}, 2);
+    EXPECT_NE(r.err.find("did not exist at " + shown + ":"), std::string::npos) << at << "\n"
+                                                                                << Describe(r);
+  }
+}
+
+TEST_F(CliStateTest, BadTimesAndBothTargetsAreRefusedBeforeSending) {
+  for (const char* at : {"yesterday", "2026-11-26", "2026-11-26T10:00:00", "2100-02-29T00:00:00Z",
+                         "2026-11-26T24:00:00Z", "2026-11-26T10:00:00.1234567890Z",
+                         "2026-11-26T10:00:00Z junk", "99999999999999999999"}) {
+    CliResult r = Fails({"state", "account-42", "--at", at}, 1);
+    EXPECT_EQ(r.err.rfind("annal: --at ", 0), 0u) << at << "\n" << Describe(r);
+    EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
+  }
+  CliResult both = Fails({"state", "account-42", "--at", "0", "--version", "1"}, 1);
+  EXPECT_NE(both.err.find("excludes"), std::string::npos) << Describe(both);
+}
+
+TEST_F(CliStateTest, StateOfUnknownStreamOrVersionPastTheHeadExitsTwo) {
+  EXPECT_EQ(Fails({"state", "account-404"}, 2).err, "annal: stream 'account-404' does not exist\n");
+  EXPECT_EQ(Fails({"state", "account-42", "--version", "9"}, 2).err,
+            "annal: stream 'account-42' has no version 9: its last version is 2\n");
+}
+
+TEST_F(CliStateTest, StateWithoutAReducerSaysHowToConfigureOne) {
+  AppendJson("order-1", "Placed", "{}");
+  CliResult r = Fails({"state", "order-1"}, 2);
+  EXPECT_NE(r.err.find("no reducer configured for category 'order'"), std::string::npos)
+      << Describe(r);
+  EXPECT_NE(r.err.find("annald with --reducer order=json-merge-patch"), std::string::npos)
+      << Describe(r);
+  EXPECT_EQ(Lines(r.err).size(), 1u) << Describe(r);
+}
+
+TEST_F(CliStateTest, SnapshotsListsVersionTimesReducerSchemaAndSize) {
+  AppendJson("account-42", "Changed", R"({"balance":60})");  // version 3: snapshots at 1 and 3
+  std::vector<Json> listed;
+  for (int i = 0; i < 500 && listed.size() < 2; ++i) {
+    listed = JsonLines(Ok({"--json", "snapshots", "account-42"}).out);
+    if (listed.size() < 2) std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0]["version"], 1);
+  EXPECT_EQ(listed[1]["version"], 3);
+  EXPECT_EQ(listed[0]["recorded_at_ns"], appended_[1]["recorded_at_ns"]);
+  for (const Json& s : listed) {
+    EXPECT_EQ(s["stream"], "account-42");
+    EXPECT_EQ(s["reducer"], "json-merge-patch");
+    EXPECT_EQ(s["schema_version"], 1);
+    EXPECT_GT(s["size_bytes"].get<uint64_t>(), 0u);
+    EXPECT_TRUE(std::regex_match(s["taken_at"].get<std::string>(), kRfc3339Micros)) << s.dump();
+  }
+  EXPECT_EQ(listed[0]["size_bytes"], std::string(R"({"balance":100,"owner":"ada"})").size());
+
+  std::vector<std::string> table = Lines(Ok({"snapshots", "account-42"}).out);
+  ASSERT_EQ(table.size(), 3u);
+  EXPECT_TRUE(std::regex_match(
+      table[0], std::regex("VERSION +RECORDED_AT +REDUCER +SCHEMA +BYTES +TAKEN_AT")))
+      << table[0];
+  EXPECT_TRUE(std::regex_match(table[1], std::regex(R"(1 +\S+Z +json-merge-patch +1 +\d+ +\S+Z)")))
+      << table[1];
+  EXPECT_EQ(table[2].rfind("3 ", 0), 0u) << table[2];
+}
+
+TEST_F(CliStateTest, SnapshotsOfAStreamWithoutAnyAndOfAnUnknownStream) {
+  AppendJson("order-1", "Placed", "{}");
+  EXPECT_EQ(Ok({"snapshots", "order-1"}).out, "(no snapshots)\n");
+  EXPECT_EQ(Ok({"--json", "snapshots", "order-1"}).out, "");
+  EXPECT_EQ(Fails({"snapshots", "order-404"}, 2).err, "annal: stream 'order-404' does not exist\n");
 }
 
 // ---- connecting, options and usage ----

@@ -5,6 +5,8 @@
 //   annal read-all --category account --type Deposited --json
 //   annal tail account-42
 //   annal info account-42
+//   annal state account-42 --at 2026-11-26T10:00:00Z
+//   annal snapshots account-42
 //
 // This file only parses arguments (CLI11) and dispatches; the commands live
 // in cli_commands.cc, input checks in cli_input.cc, output in cli_output.cc.
@@ -34,6 +36,14 @@ those after its current head version (the whole stream if it does not exist
 yet); with --all those after the store's latest event when tail starts (found
 with a few reads). A line on stderr says where it started.)";
 
+constexpr const char* kStateDetails = R"(
+state asks annald to fold the stream's events with the reducer configured for
+its category (annald --reducer CATEGORY=json-merge-patch) and prints the
+result, starting from the newest usable snapshot. --version V folds events
+0..V; --at TIME folds exactly the events recorded at or before TIME. Times are
+shown rounded down to microseconds: to include an event exactly, give its
+recorded_at_ns (from --json output) as TIME.)";
+
 struct Parsed {
   GlobalOptions global;
   AppendArgs append;
@@ -41,13 +51,17 @@ struct Parsed {
   ReadAllArgs read_all;
   TailArgs tail;
   InfoArgs info;
+  StateArgs state;
+  SnapshotsArgs snapshots;
   // Raw values whose presence matters (CLI11 has no std::optional).
   std::string metadata, id, tail_stream;
-  uint64_t read_from = 0, tail_from = 0, tail_count = 0;
+  std::string state_at;
+  uint64_t read_from = 0, tail_from = 0, tail_count = 0, state_version = 0;
 };
 
 int Run(int argc, char** argv) {
-  CLI::App app{"annal: append, read and follow events in an annald server.", "annal"};
+  CLI::App app{"annal: append, read and follow events, and show state, in an annald server.",
+               "annal"};
   app.footer(kFooter);
   // Global options may also follow the command: `annal read s --json`.
   app.fallthrough();
@@ -116,6 +130,20 @@ int Run(int argc, char** argv) {
   CLI::App* info = app.add_subcommand("info", "Show a stream's head version, size and times");
   info->add_option("STREAM", p.info.stream, "Stream name")->required();
 
+  CLI::App* state =
+      app.add_subcommand("state", "Show a stream's state: now, at a version, or as of a time");
+  state->footer(std::string(kStateDetails) + "\n" + kFooter);
+  state->add_option("STREAM", p.state.stream, "Stream name")->required();
+  CLI::Option* state_at = state->add_option(
+      "--at", p.state_at,
+      "As of TIME: 2026-11-26T10:00:00Z (RFC 3339) or nanoseconds since the epoch");
+  CLI::Option* state_version =
+      state->add_option("--version", p.state_version, "At version V: the last event folded in");
+  state_at->excludes(state_version);
+
+  CLI::App* snapshots = app.add_subcommand("snapshots", "List the snapshots kept of a stream");
+  snapshots->add_option("STREAM", p.snapshots.stream, "Stream name")->required();
+
   try {
     app.parse(argc, argv);
     if (tail->parsed() && tail_stream->count() == 0 && all->count() == 0)
@@ -134,11 +162,15 @@ int Run(int argc, char** argv) {
   if (tail_stream->count() > 0) p.tail.stream = p.tail_stream;
   if (tail_from->count() > 0) p.tail.from = p.tail_from;
   if (count->count() > 0) p.tail.count = p.tail_count;
+  if (state_at->count() > 0) p.state.at = p.state_at;
+  if (state_version->count() > 0) p.state.version = p.state_version;
 
   if (append->parsed()) return RunAppend(p.global, p.append);
   if (read->parsed()) return RunRead(p.global, p.read);
   if (read_all->parsed()) return RunReadAll(p.global, p.read_all);
   if (tail->parsed()) return RunTail(p.global, p.tail);
+  if (state->parsed()) return RunState(p.global, p.state);
+  if (snapshots->parsed()) return RunSnapshots(p.global, p.snapshots);
   return RunInfo(p.global, p.info);
 }
 

@@ -291,6 +291,88 @@ int RunInfo(const GlobalOptions& g, const InfoArgs& args) {
   return FinishOutput();
 }
 
+// ---- state ----
+
+namespace {
+
+// Explains why LOAD_STATE found nothing: the stream does not exist, did not
+// exist yet at the target time, or has no such version. GetStreamInfo tells
+// them apart, so the message does not depend on the server's wording.
+int FailStateNotFound(const GlobalOptions& g, client::Client& c, const std::string& stream,
+                      const StateTarget& target, const Status& s) {
+  auto info = c.GetStreamInfo(stream);
+  if (!info.ok() && info.status().code() == StatusCode::kNotFound)
+    return FailStreamNotFound(stream);
+  if (info.ok() && target.kind == StateTarget::Kind::kTime)
+    return Fail(kExitServerError, "stream '" + stream + "' did not exist at " +
+                                      FormatTimestamp(target.time_ns) +
+                                      ": its first event was recorded at " +
+                                      FormatTimestamp(info->first_recorded_at_ns));
+  if (info.ok() && target.kind == StateTarget::Kind::kVersion)
+    return Fail(kExitServerError, "stream '" + stream + "' has no version " +
+                                      std::to_string(target.version) + ": its last version is " +
+                                      std::to_string(info->head_version.get()));
+  return FailRequest(g, s, "loading the state of " + stream);
+}
+
+int FailNoReducer(const std::string& stream) {
+  const std::string category(StreamCategory(stream));
+  return Fail(kExitServerError,
+              "annald has no reducer configured for category '" + category +
+                  "', so it cannot compute the state of " + stream + ". Start annald with " +
+                  "--reducer " + category + "=json-merge-patch (each event's data is then a " +
+                  "JSON merge patch of the state), or read the events: annal read " + stream);
+}
+
+}  // namespace
+
+int RunState(const GlobalOptions& g, const StateArgs& args) {
+  if (auto err = CheckStreamName(args.stream)) return Fail(kExitUsage, *err);
+  StateTarget target = StateTarget::Head();
+  if (args.version) target = StateTarget::Version(*args.version);
+  if (args.at) {
+    auto t = ParseTime(*args.at);
+    if (IsError(t)) return Fail(kExitUsage, std::get<std::string>(t));
+    target = StateTarget::AsOf(std::get<int64_t>(t));
+  }
+  Connection conn = Connect(g);
+  if (!conn.client) return conn.exit_code;
+  auto state = conn.client->LoadState(args.stream, target);
+  if (!state.ok()) {
+    if (client::IsNoReducer(state.status())) return FailNoReducer(args.stream);
+    if (state.status().code() == StatusCode::kNotFound)
+      return FailStateNotFound(g, *conn.client, args.stream, target, state.status());
+    return FailRequest(g, state.status(), "loading the state of " + args.stream);
+  }
+  WriteOut(g.json ? DumpJson(StateToJson(*state, target)) + "\n" : DescribeState(*state, target));
+  return FinishOutput();
+}
+
+// ---- snapshots ----
+
+int RunSnapshots(const GlobalOptions& g, const SnapshotsArgs& args) {
+  if (auto err = CheckStreamName(args.stream)) return Fail(kExitUsage, *err);
+  Connection conn = Connect(g);
+  if (!conn.client) return conn.exit_code;
+  auto snapshots = conn.client->ListSnapshots(args.stream);
+  if (!snapshots.ok()) {
+    if (snapshots.status().code() == StatusCode::kNotFound) return FailStreamNotFound(args.stream);
+    return FailRequest(g, snapshots.status(), "listing the snapshots of " + args.stream);
+  }
+  // No snapshots of a stream that does not exist is a typo, not an answer.
+  if (snapshots->empty()) {
+    auto info = conn.client->GetStreamInfo(args.stream);
+    if (!info.ok() && info.status().code() == StatusCode::kNotFound)
+      return FailStreamNotFound(args.stream);
+  }
+  if (g.json) {
+    for (const Snapshot& s : *snapshots) WriteOut(DumpJson(SnapshotToJson(s)) + "\n");
+  } else {
+    WriteOut(SnapshotTable(*snapshots));
+  }
+  return FinishOutput();
+}
+
 // ---- tail ----
 
 namespace {

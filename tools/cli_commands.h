@@ -63,10 +63,22 @@ struct InfoArgs {
   std::string stream;
 };
 
+struct StateArgs {
+  std::string stream;
+  std::optional<std::string> at;    // --at TIME, unparsed
+  std::optional<uint64_t> version;  // --version V; excludes --at
+};
+
+struct SnapshotsArgs {
+  std::string stream;
+};
+
 int RunAppend(const GlobalOptions& g, const AppendArgs& args);
 int RunRead(const GlobalOptions& g, const ReadArgs& args);
 int RunReadAll(const GlobalOptions& g, const ReadAllArgs& args);
 int RunTail(const GlobalOptions& g, const TailArgs& args);
 int RunInfo(const GlobalOptions& g, const InfoArgs& args);
+int RunState(const GlobalOptions& g, const StateArgs& args);
+int RunSnapshots(const GlobalOptions& g, const SnapshotsArgs& args);
 
 }  // namespace annal::cli

@@ -45,6 +45,12 @@ Parsed<EventId> ParseEventId(std::string_view text);
 // parser objected to, e.g. "syntax error ... at line 1, column 7".
 std::optional<std::string> CheckJson(std::string_view text);
 
+// A point in time for --at: RFC 3339 / ISO 8601, "2026-11-26T10:00:00Z",
+// with up to 9 fractional digits and "Z" or a "+HH:MM" / "-HH:MM" offset; or
+// an integer, nanoseconds since the Unix epoch (an event's recorded_at_ns).
+// Returns nanoseconds since the epoch, UTC.
+Parsed<int64_t> ParseTime(std::string_view text);
+
 // Stream names and event types: 1..255 bytes, as the server requires.
 std::optional<std::string> CheckStreamName(std::string_view stream);
 std::optional<std::string> CheckEventType(std::string_view type);

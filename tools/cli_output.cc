@@ -1,15 +1,9 @@
 #include "cli_output.h"
 
-#include <time.h>
-
 #include <algorithm>
-#include <cinttypes>
 
 namespace annal::cli {
 namespace {
-
-constexpr int64_t kNsPerSecond = 1'000'000'000;
-constexpr int64_t kNsPerMicrosecond = 1'000;
 
 // Characters, not bytes: UTF-8 continuation bytes do not count.
 size_t CharCount(std::string_view s) {
@@ -42,25 +36,32 @@ std::vector<std::string> Cells(const RecordedEvent& e, bool with_stream) {
   return cells;
 }
 
-}  // namespace
-
-std::string FormatTimestamp(int64_t ns_since_epoch) {
-  // Floor division, so times before 1970 still print a correct second.
-  int64_t seconds = ns_since_epoch / kNsPerSecond;
-  int64_t ns_part = ns_since_epoch % kNsPerSecond;
-  if (ns_part < 0) {
-    ns_part += kNsPerSecond;
-    --seconds;
-  }
-  time_t t = static_cast<time_t>(seconds);
-  struct tm tm {};
-  if (gmtime_r(&t, &tm) == nullptr) return std::to_string(ns_since_epoch) + "ns";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06" PRId64 "Z", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                ns_part / kNsPerMicrosecond);
-  return buf;
+// Rows under a header, columns as wide as their widest cell.
+std::string RenderTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t c = 0; c < header.size(); ++c) width[c] = CharCount(header[c]);
+  for (const auto& row : rows)
+    for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], CharCount(row[c]));
+  auto render_row = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      line += row[c];
+      // The last column is not padded: no trailing blanks.
+      if (c + 1 < row.size()) line.append(width[c] - CharCount(row[c]) + 2, ' ');
+    }
+    return line + "\n";
+  };
+  std::string out = render_row(header);
+  for (const auto& row : rows) out += render_row(row);
+  return out;
 }
+
+std::string Plural(uint64_t n, const char* one, const char* many) {
+  return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+}  // namespace
 
 Json EmbedBytes(std::string_view bytes) {
   Json j = Json::parse(bytes, nullptr, /*allow_exceptions=*/false);
@@ -145,6 +146,68 @@ std::string DescribeMissingStream(const std::string& stream) {
   return "stream:        " + stream + "\nexists:        no\n";
 }
 
+Json StateToJson(const State& s, const StateTarget& target) {
+  Json j;
+  j["stream"] = s.stream;
+  j["version"] = s.version.get();
+  j["recorded_at"] = FormatTimestamp(s.recorded_at_ns);
+  j["recorded_at_ns"] = s.recorded_at_ns;
+  if (target.kind == StateTarget::Kind::kTime) {
+    j["as_of"] = FormatTimestamp(target.time_ns);
+    j["as_of_ns"] = target.time_ns;
+  }
+  j["reducer"] = s.reducer;
+  j["schema_version"] = s.schema_version;
+  j["snapshot_version"] = s.snapshot_version ? Json(s.snapshot_version->get()) : Json(nullptr);
+  j["events_folded"] = s.events_folded;
+  j["state"] = EmbedBytes(s.state);
+  return j;
+}
+
+Json SnapshotToJson(const Snapshot& s) {
+  Json j;
+  j["stream"] = s.stream;
+  j["version"] = s.version.get();
+  j["recorded_at"] = FormatTimestamp(s.recorded_at_ns);
+  j["recorded_at_ns"] = s.recorded_at_ns;
+  j["reducer"] = s.reducer;
+  j["schema_version"] = s.schema_version;
+  j["size_bytes"] = s.state_size;
+  j["taken_at"] = FormatTimestamp(s.taken_at_ns);
+  j["taken_at_ns"] = s.taken_at_ns;
+  return j;
+}
+
+std::string DescribeState(const State& s, const StateTarget& target) {
+  std::string out = "stream:        " + s.stream +
+                    "\nversion:       " + std::to_string(s.version.get()) +
+                    "\nrecorded at:   " + FormatTimestamp(s.recorded_at_ns) + "\n";
+  if (target.kind == StateTarget::Kind::kTime)
+    out += "as of:         " + FormatTimestamp(target.time_ns) + "\n";
+  out += "reducer:       " + s.reducer + " (schema " + std::to_string(s.schema_version) +
+         ")\ncomputed from: ";
+  if (s.snapshot_version)
+    out += "the snapshot at version " + std::to_string(s.snapshot_version->get()) + " and " +
+           Plural(s.events_folded, "event", "events") + " after it\n";
+  else
+    out += "a full replay of " + Plural(s.events_folded, "event", "events") + "\n";
+  // Indented JSON has no raw control characters: a state that is not JSON
+  // is shown as a JSON string, so it cannot upset the terminal.
+  return out + "state:\n" +
+         EmbedBytes(s.state).dump(2, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace) +
+         "\n";
+}
+
+std::string SnapshotTable(const std::vector<Snapshot>& snapshots) {
+  if (snapshots.empty()) return "(no snapshots)\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const Snapshot& s : snapshots)
+    rows.push_back({std::to_string(s.version.get()), FormatTimestamp(s.recorded_at_ns), s.reducer,
+                    std::to_string(s.schema_version), std::to_string(s.state_size),
+                    FormatTimestamp(s.taken_at_ns)});
+  return RenderTable({"VERSION", "RECORDED_AT", "REDUCER", "SCHEMA", "BYTES", "TAKEN_AT"}, rows);
+}
+
 std::string EventLine(const RecordedEvent& e, bool with_stream) {
   std::string line;
   for (const std::string& cell : Cells(e, with_stream)) {
@@ -165,23 +228,7 @@ std::vector<std::string> EventTable::Header() const {
 
 std::string EventTable::Render() const {
   if (rows_.empty()) return "(no events)\n";
-  const std::vector<std::string> header = Header();
-  std::vector<size_t> width(header.size());
-  for (size_t c = 0; c < header.size(); ++c) width[c] = CharCount(header[c]);
-  for (const auto& row : rows_)
-    for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], CharCount(row[c]));
-  auto render_row = [&](const std::vector<std::string>& row) {
-    std::string line;
-    for (size_t c = 0; c < row.size(); ++c) {
-      line += row[c];
-      // The last column is not padded: no trailing blanks.
-      if (c + 1 < row.size()) line.append(width[c] - CharCount(row[c]) + 2, ' ');
-    }
-    return line + "\n";
-  };
-  std::string out = render_row(header);
-  for (const auto& row : rows_) out += render_row(row);
-  return out;
+  return RenderTable(Header(), rows_);
 }
 
 }  // namespace annal::cli

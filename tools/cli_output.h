@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "annal/state.h"
 #include "annal/types.h"
 
 namespace annal::cli {
@@ -22,9 +23,6 @@ using Json = nlohmann::ordered_json;
 
 // Longest payload a table row shows, in characters; the rest becomes "…".
 inline constexpr size_t kTableDataChars = 80;
-
-// RFC 3339 in UTC with microseconds: "2024-05-01T12:34:56.123456Z".
-std::string FormatTimestamp(int64_t ns_since_epoch);
 
 // `bytes` as a JSON value when it is one JSON document, else as a string.
 Json EmbedBytes(std::string_view bytes);
@@ -43,11 +41,24 @@ Json AppendResultToJson(const std::string& stream, const AppendResult& r);
 Json StreamInfoToJson(const StreamInfo& info);
 Json MissingStreamInfoToJson(const std::string& stream);
 
+// {"stream","version","recorded_at","recorded_at_ns"[,"as_of","as_of_ns"],
+//  "reducer","schema_version","snapshot_version" (null: a full replay),
+//  "events_folded","state"}; as_of only for a target time.
+Json StateToJson(const State& s, const StateTarget& target);
+// {"stream","version","recorded_at","recorded_at_ns","reducer",
+//  "schema_version","size_bytes","taken_at","taken_at_ns"}
+Json SnapshotToJson(const Snapshot& s);
+
 // "appended account-42 version 3 at position 17"
 std::string DescribeAppend(const std::string& stream, const AppendResult& r);
 // Label/value lines: stream, exists, head version, event count, first/last.
 std::string DescribeStreamInfo(const StreamInfo& info);
 std::string DescribeMissingStream(const std::string& stream);
+// Label/value lines (version, times, reducer, how it was computed), then
+// the state: indented JSON when it is JSON, else a JSON string.
+std::string DescribeState(const State& s, const StateTarget& target);
+// A table of snapshots; "(no snapshots)" when there are none.
+std::string SnapshotTable(const std::vector<Snapshot>& snapshots);
 
 // An event as one human line (tail), the same columns as a table row,
 // separated by two spaces instead of aligned.

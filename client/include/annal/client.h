@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "annal/state.h"
 #include "annal/status.h"
 #include "annal/store.h"
 #include "annal/types.h"
@@ -69,6 +70,15 @@ struct ClientOptions {
   // error. Defaults to stderr. Called from the client's I/O thread.
   std::function<void(const std::string&)> log;
 };
+
+// Events LoadStatePlan asks for per READ_STREAM when the server's STATE_PLAN
+// stopped short of the target.
+inline constexpr uint32_t kPlanPageEvents = 1000;
+
+// Whether `s` is LoadState's answer for a stream whose category has no
+// reducer on the server (kUnavailable; the server sent a plan instead).
+// The caller may fold the plan itself: LoadStatePlan and Fold (repository.h).
+bool IsNoReducer(const Status& s);
 
 struct AllEventsPage {
   std::vector<RecordedEvent> events;
@@ -121,6 +131,34 @@ class Client {
                                         const Filter& filter = {}) = 0;
   virtual Result<StreamInfo> GetStreamInfo(const std::string& stream) = 0;
   virtual Status Ping() = 0;
+
+  // The state of `stream` at `target`, folded by the server with the reducer
+  // it has for the stream's category (annald --reducer CATEGORY=NAME).
+  // Errors: kNotFound when the stream does not exist, did not exist at the
+  // target time, or has no such version; kUnavailable with IsNoReducer()
+  // when the server has no reducer for the category.
+  using StateCallback = std::function<void(Result<State>)>;
+  virtual void LoadStateAsync(std::string stream, StateTarget target, StateCallback done) = 0;
+  virtual Result<State> LoadState(const std::string& stream, StateTarget target) = 0;
+
+  // What a reducer that lives in the client needs to fold `stream` up to
+  // `target`: the newest snapshot of `reducer` at `schema_version` at or
+  // before the target (an empty `reducer`: none) and every event after it up
+  // to the target. The server's STATE_PLAN holds at most `max_events` events
+  // (0: the server's limit); the rest are read here with READ_STREAM, so the
+  // plan returned is always complete. Same kNotFound errors as LoadState.
+  virtual Result<StatePlan> LoadStatePlan(const std::string& stream, StateTarget target,
+                                          const std::string& reducer, uint32_t schema_version,
+                                          uint32_t max_events = 0) = 0;
+
+  // Stores a snapshot the client computed (its recorded_at_ns and
+  // taken_at_ns are ignored: the server sets them). Its version must exist.
+  // Returns the recorded_at of the event at that version.
+  virtual Result<int64_t> WriteSnapshot(const Snapshot& snapshot) = 0;
+
+  // Every snapshot the server keeps of `stream`, of all reducers, ascending
+  // by version; the state bytes are left out (state_size says how many).
+  virtual Result<std::vector<Snapshot>> ListSnapshots(const std::string& stream) = 0;
 
   // Delivers the stream's events from version `from` on: first those
   // already stored, then each new one as soon as it is durable. Returns once

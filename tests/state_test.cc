@@ -492,3 +492,46 @@ TEST(JsonMergePatch, FollowsRfc7386) {
 
 }  // namespace
 }  // namespace annal
+
+namespace annal {
+namespace {
+
+// ReadStreamNear returns what ReadStream returns, whether `near` is a good
+// starting point (an event of the stream at or above `to`) or not.
+TEST_F(StateTest, ReadStreamNearAgreesWithReadStream) {
+  OpenStore();
+  std::vector<GlobalPosition> positions;  // of "near-1"'s events, by version
+  std::vector<GlobalPosition> others;
+  for (int i = 0; i < 600; ++i) {
+    auto mine = store_->Append("near-1", ExpectedVersion::Any(), {Event("E", std::to_string(i))});
+    ASSERT_TRUE(mine.ok());
+    positions.push_back(mine->first_position);
+    auto other = store_->Append("near-2", ExpectedVersion::Any(), {Event("E", "x")});
+    ASSERT_TRUE(other.ok());
+    others.push_back(other->first_position);
+  }
+  std::mt19937_64 rng(9);
+  for (int i = 0; i < 200; ++i) {
+    uint64_t from = rng() % 600, to = from + rng() % (600 - from);
+    auto want = store_->ReadStream("near-1", StreamVersion(from), ReadDirection::kForward, to - from + 1);
+    ASSERT_TRUE(want.ok());
+    std::vector<GlobalPosition> nears = {positions[to + rng() % (600 - to)],  // good
+                                         positions[rng() % (to + 1)],         // below `to` when < to
+                                         others[rng() % 600],                 // another stream's
+                                         GlobalPosition(0), GlobalPosition(1'000'000)};
+    for (GlobalPosition near : nears) {
+      auto got = store_->ReadStreamNear("near-1", StreamVersion(from), StreamVersion(to), near);
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      ASSERT_EQ(got->size(), want->size()) << "near " << near.get();
+      for (size_t k = 0; k < got->size(); ++k) {
+        EXPECT_EQ((*got)[k].version, (*want)[k].version);
+        EXPECT_EQ((*got)[k].payload, (*want)[k].payload);
+      }
+    }
+  }
+  EXPECT_EQ(store_->ReadStreamNear("near-404", StreamVersion(0), StreamVersion(1), positions[0]).status().code(),
+            StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace annal

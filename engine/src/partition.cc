@@ -729,11 +729,14 @@ Status Partition::ReadRecordAt(uint64_t location, bool verify, std::vector<uint8
   uint64_t offset = format::LocationOffset(location);
   if (offset + format::kRecordHeaderBytes > seg->size_bytes)
     return CorruptionAt(*seg, offset, "index points past the end of the segment");
-  size_t first = static_cast<size_t>(std::min<uint64_t>(4096, seg->size_bytes - offset));
+  // Passing over a record needs its header and stream name only; a record
+  // that is returned is read whole (most fit the first 4 KiB).
+  size_t want = verify ? 4096 : format::kRecordHeaderBytes + limits::kMaxStreamNameBytes;
+  size_t first = static_cast<size_t>(std::min<uint64_t>(want, seg->size_bytes - offset));
   buf->resize(first);
   ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg->fd.get(), buf->data(), first, offset, seg->path));
   Status s = format::DecodeRecordHeader(buf->data(), first, r);
-  if (s.ok() && r->length > first) {
+  if (s.ok() && verify && r->length > first) {
     if (offset + r->length > seg->size_bytes)
       return CorruptionAt(*seg, offset, "record runs past the end of the segment");
     buf->resize(r->length);
@@ -746,8 +749,8 @@ Status Partition::ReadRecordAt(uint64_t location, bool verify, std::vector<uint8
 }
 
 Result<std::vector<RecordedEvent>> Partition::ReadStream(std::string_view stream, uint64_t from,
-                                                         ReadDirection direction,
-                                                         size_t max_count) {
+                                                         ReadDirection direction, size_t max_count,
+                                                         uint64_t near) {
   uint64_t head, first_kept, last_kept;
   Anchor start;
   {
@@ -765,6 +768,15 @@ Result<std::vector<RecordedEvent>> Partition::ReadStream(std::string_view stream
       first_kept = last_kept + 1 >= max_count ? last_kept + 1 - max_count : 0;
     }
     start = it->second.StartFor(last_kept);
+  }
+  if (near != 0 && start.version > last_kept) {
+    // Finding `near` skips batch headers from a position sample (one per
+    // 64 KiB); worth it when the anchor is farther than that.
+    Cursor c(this, near, near);
+    ANNAL_ASSIGN_OR_RETURN(const RecordedEvent* e, c.Peek());
+    if (e != nullptr && e->position.get() == near && e->stream == stream && e->version.get() >= last_kept &&
+        e->version.get() < start.version)
+      start = Anchor{e->version.get(), c.location()};
   }
   // Follow back-pointers from the anchor down to first_kept, keeping
   // [first_kept, last_kept]; records before last_kept are read in full.
@@ -806,6 +818,7 @@ Result<const RecordedEvent*> Partition::Cursor::Peek() {
 
 Status Partition::Cursor::LoadNextBatch() {
   events_.clear();
+  locations_.clear();
   next_ = 0;
   if (!started_) {
     started_ = true;
@@ -858,9 +871,12 @@ Status Partition::Cursor::LoadNextBatch() {
     return Status::Ok();
   }
   return ForEachRecord(*seg_, batch_offset, buf_.data(), h,
-                       [&](const format::RecordView& r, uint32_t) -> Status {
-                         if (r.position >= from_ && r.position <= until_)
+                       [&](const format::RecordView& r, uint32_t at) -> Status {
+                         if (r.position >= from_ && r.position <= until_) {
                            events_.push_back(format::ToRecordedEvent(r));
+                           locations_.push_back(
+                               format::MakeLocation(seg_->id, static_cast<uint32_t>(batch_offset + at)));
+                         }
                          return Status::Ok();
                        });
 }

@@ -91,8 +91,11 @@ class Partition {
   // Stops accepting, finishes what was queued, joins the writer.
   void StopWriter();
 
+  // `near`, when not 0, is the global position of an event of `stream` the
+  // walk may start from instead of the nearest anchor (Store::ReadStreamNear).
   Result<std::vector<RecordedEvent>> ReadStream(std::string_view stream, uint64_t from,
-                                                ReadDirection direction, size_t max_count);
+                                                ReadDirection direction, size_t max_count,
+                                                uint64_t near = 0);
   Result<StreamInfo> Info(std::string_view stream);
 
   // Iterates this partition's events with positions in [from, until], in order.
@@ -101,6 +104,8 @@ class Partition {
     Cursor(Partition* p, uint64_t from, uint64_t until) : p_(p), from_(from), until_(until) {}
     // The next event, or nullptr at the end. Valid until the next call.
     Result<const RecordedEvent*> Peek();
+    // The location of the event Peek returned.
+    uint64_t location() const { return locations_[next_]; }
     void Pop() { ++next_; }
 
    private:
@@ -111,6 +116,7 @@ class Partition {
     std::shared_ptr<SegmentFile> seg_;
     uint64_t offset_ = 0, end_offset_ = 0;
     std::vector<RecordedEvent> events_;
+    std::vector<uint64_t> locations_;  // of events_
     size_t next_ = 0;
     std::vector<uint8_t> buf_;
   };

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
   reducer        TEXT    NOT NULL,
   schema_version INTEGER NOT NULL,
   version        INTEGER NOT NULL,
+  position       INTEGER NOT NULL,
   recorded_at_ns INTEGER NOT NULL,
   taken_at_ns    INTEGER NOT NULL,
   state          BLOB    NOT NULL,
@@ -77,6 +78,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
   UNIQUE (stream, reducer, version)
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_time ON snapshots (stream, recorded_at_ns);
+CREATE INDEX IF NOT EXISTS snapshots_by_version ON snapshots (stream, version);
 INSERT OR IGNORE INTO annal_meta (key, value) VALUES ('format_version', 1);
 INSERT OR IGNORE INTO annal_meta (key, value) VALUES ('taker_position', 0);
 )sql";
@@ -107,7 +109,7 @@ Result<sqlite3*> OpenConnection(const std::string& path, bool create) {
 
 // Columns every snapshot query selects, in SnapshotStmt column order.
 constexpr const char* kColumns =
-    "stream, reducer, schema_version, version, recorded_at_ns, taken_at_ns, state, checksum";
+    "stream, reducer, schema_version, version, position, recorded_at_ns, taken_at_ns, state, checksum";
 
 Snapshot RowToSnapshot(const SnapshotStmt& q, uint64_t* checksum) {
   Snapshot s;
@@ -115,11 +117,12 @@ Snapshot RowToSnapshot(const SnapshotStmt& q, uint64_t* checksum) {
   s.reducer = q.ColText(1);
   s.schema_version = static_cast<uint32_t>(q.ColInt(2));
   s.version = StreamVersion(static_cast<uint64_t>(q.ColInt(3)));
-  s.recorded_at_ns = q.ColInt(4);
-  s.taken_at_ns = q.ColInt(5);
-  s.state = q.ColBlob(6);
+  s.position = GlobalPosition(static_cast<uint64_t>(q.ColInt(4)));
+  s.recorded_at_ns = q.ColInt(5);
+  s.taken_at_ns = q.ColInt(6);
+  s.state = q.ColBlob(7);
   s.state_size = s.state.size();
-  *checksum = static_cast<uint64_t>(q.ColInt(7));
+  *checksum = static_cast<uint64_t>(q.ColInt(8));
   return s;
 }
 
@@ -142,6 +145,7 @@ uint64_t SnapshotChecksum(const Snapshot& s) {
   put_str(s.reducer);
   put_u64(s.schema_version);
   put_u64(s.version.get());
+  put_u64(s.position.get());
   put_u64(static_cast<uint64_t>(s.recorded_at_ns));
   put_u64(static_cast<uint64_t>(s.taken_at_ns));
   put_str(s.state);
@@ -175,8 +179,8 @@ Status SnapshotStore::Put(const std::vector<Write>& writes, std::optional<uint64
   ANNAL_RETURN_IF_ERROR(Exec(write_db_, "BEGIN IMMEDIATE", path_));
   auto body = [&]() -> Status {
     SnapshotStmt insert(write_db_,
-                "INSERT OR REPLACE INTO snapshots (stream, reducer, schema_version, version, "
-                "recorded_at_ns, taken_at_ns, state, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+                "INSERT OR REPLACE INTO snapshots (stream, reducer, schema_version, version, position, "
+                "recorded_at_ns, taken_at_ns, state, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
     ANNAL_RETURN_IF_ERROR(insert.Prepared(path_));
     // Retention: below the keep_latest-th newest version, keep only the
     // newest snapshot of each run of ?4 versions (none when ?4 is 0).
@@ -194,10 +198,11 @@ Status SnapshotStore::Put(const std::vector<Write>& writes, std::optional<uint64
       insert.Text(2, s.reducer);
       insert.Int(3, s.schema_version);
       insert.Int(4, static_cast<int64_t>(s.version.get()));
-      insert.Int(5, s.recorded_at_ns);
-      insert.Int(6, s.taken_at_ns);
-      insert.Blob(7, s.state);
-      insert.Int(8, static_cast<int64_t>(SnapshotChecksum(s)));
+      insert.Int(5, static_cast<int64_t>(s.position.get()));
+      insert.Int(6, s.recorded_at_ns);
+      insert.Int(7, s.taken_at_ns);
+      insert.Blob(8, s.state);
+      insert.Int(9, static_cast<int64_t>(SnapshotChecksum(s)));
       if (insert.Step() != SQLITE_DONE) return StepError(write_db_, path_);
     }
     std::set<std::pair<std::string_view, std::string_view>> pruned;
@@ -249,7 +254,7 @@ Result<std::optional<Snapshot>> SnapshotStore::NewestAtOrBefore(std::string_view
   });
 }
 
-Result<std::optional<uint64_t>> SnapshotStore::FirstVersionAfter(std::string_view stream, int64_t time_ns) {
+Result<std::optional<Snapshot>> SnapshotStore::FirstRecordedAfter(std::string_view stream, int64_t time_ns) {
   std::lock_guard lock(read_mu_);
   std::string sql = std::string("SELECT ") + kColumns +
                     " FROM snapshots WHERE stream = ?1 AND recorded_at_ns > ?2"
@@ -258,9 +263,18 @@ Result<std::optional<uint64_t>> SnapshotStore::FirstVersionAfter(std::string_vie
   ANNAL_RETURN_IF_ERROR(q.Prepared(path_));
   q.Text(1, stream);
   q.Int(2, time_ns);
-  ANNAL_ASSIGN_OR_RETURN(auto first, FirstVerified(q, [](const Snapshot&) { return true; }));
-  if (!first) return std::optional<uint64_t>();
-  return std::optional<uint64_t>(first->version.get());
+  return FirstVerified(q, [](const Snapshot&) { return true; });
+}
+
+Result<std::optional<Snapshot>> SnapshotStore::FirstAtOrAfter(std::string_view stream, uint64_t version) {
+  std::lock_guard lock(read_mu_);
+  std::string sql = std::string("SELECT ") + kColumns +
+                    " FROM snapshots WHERE stream = ?1 AND version >= ?2 ORDER BY version";
+  SnapshotStmt q(read_db_, sql.c_str());
+  ANNAL_RETURN_IF_ERROR(q.Prepared(path_));
+  q.Text(1, stream);
+  q.Int(2, static_cast<int64_t>(std::min<uint64_t>(version, std::numeric_limits<int64_t>::max())));
+  return FirstVerified(q, [](const Snapshot&) { return true; });
 }
 
 Result<std::optional<Snapshot>> SnapshotStore::FirstVerified(SnapshotStmt& q,
@@ -282,7 +296,7 @@ Result<std::optional<Snapshot>> SnapshotStore::FirstVerified(SnapshotStmt& q,
 Result<std::vector<Snapshot>> SnapshotStore::List(std::string_view stream) {
   std::lock_guard lock(read_mu_);
   SnapshotStmt q(read_db_,
-         "SELECT stream, reducer, schema_version, version, recorded_at_ns, taken_at_ns, length(state) "
+         "SELECT stream, reducer, schema_version, version, position, recorded_at_ns, taken_at_ns, length(state) "
          "FROM snapshots WHERE stream = ?1 ORDER BY version, reducer");
   ANNAL_RETURN_IF_ERROR(q.Prepared(path_));
   q.Text(1, stream);
@@ -296,9 +310,10 @@ Result<std::vector<Snapshot>> SnapshotStore::List(std::string_view stream) {
     s.reducer = q.ColText(1);
     s.schema_version = static_cast<uint32_t>(q.ColInt(2));
     s.version = StreamVersion(static_cast<uint64_t>(q.ColInt(3)));
-    s.recorded_at_ns = q.ColInt(4);
-    s.taken_at_ns = q.ColInt(5);
-    s.state_size = static_cast<uint64_t>(q.ColInt(6));
+    s.position = GlobalPosition(static_cast<uint64_t>(q.ColInt(4)));
+    s.recorded_at_ns = q.ColInt(5);
+    s.taken_at_ns = q.ColInt(6);
+    s.state_size = static_cast<uint64_t>(q.ColInt(7));
     out.push_back(std::move(s));
   }
 }

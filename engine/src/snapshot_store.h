@@ -53,10 +53,13 @@ class SnapshotStore {
                                                    uint32_t schema_version, uint64_t max_version,
                                                    int64_t max_time_ns);
 
-  // The lowest version of any verified snapshot of the stream (any reducer)
-  // recorded after `time_ns`: the stream's events at and past that version
-  // were all recorded after time_ns.
-  Result<std::optional<uint64_t>> FirstVersionAfter(std::string_view stream, int64_t time_ns);
+  // The oldest verified snapshot of the stream (any reducer) recorded after
+  // `time_ns`: the stream's events at and past its version were all
+  // recorded after time_ns.
+  Result<std::optional<Snapshot>> FirstRecordedAfter(std::string_view stream, int64_t time_ns);
+  // The oldest verified snapshot of the stream (any reducer) at `version`
+  // or later.
+  Result<std::optional<Snapshot>> FirstAtOrAfter(std::string_view stream, uint64_t version);
 
   // Every snapshot of the stream, ascending by version; state left out.
   Result<std::vector<Snapshot>> List(std::string_view stream);

@@ -154,6 +154,7 @@ class StateEngineImpl final : public StateEngine {
                               std::to_string(snapshot.version.get()));
     const int64_t recorded_at_ns = events.front().recorded_at_ns;
     snapshot.recorded_at_ns = recorded_at_ns;
+    snapshot.position = events.front().position;
     snapshot.taken_at_ns = NowNs();
     snapshot.state_size = snapshot.state.size();
     SnapshotPolicy policy = PolicyFor(snapshot.stream);
@@ -241,9 +242,18 @@ class StateEngineImpl final : public StateEngine {
         options_.log("state: snapshot lookup failed, replaying instead: " + snap.status().message());
       }
     }
-    if (!exact && snapshots_) {
-      auto after = snapshots_->FirstVersionAfter(stream, max_time);
-      if (after.ok() && after->has_value() && **after > 0) max_version = std::min(max_version, **after - 1);
+    // A snapshot past the target bounds a time target from above, and its
+    // event is where the walk through the log can start (ReadStreamNear).
+    GlobalPosition near;
+    bool at_snapshot = exact && w.snapshot && w.snapshot->version.get() == max_version;
+    if (snapshots_ && (!exact || max_version < head) && !at_snapshot) {
+      auto above = exact ? snapshots_->FirstAtOrAfter(stream, max_version)
+                         : snapshots_->FirstRecordedAfter(stream, max_time);
+      if (above.ok() && above->has_value()) {
+        const Snapshot& s = **above;
+        if (!exact && s.version.get() > 0) max_version = std::min(max_version, s.version.get() - 1);
+        near = s.position;
+      }
     }
 
     uint64_t from = 0;
@@ -257,7 +267,10 @@ class StateEngineImpl final : public StateEngine {
     bool stop = false;
     while (!stop && from <= max_version) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(kLoadChunk, max_version - from + 1));
-      ANNAL_ASSIGN_OR_RETURN(auto events, store_->ReadStream(stream, StreamVersion(from), ReadDirection::kForward, want));
+      ANNAL_ASSIGN_OR_RETURN(auto events,
+                             near.get() != 0
+                                 ? store_->ReadStreamNear(stream, StreamVersion(from), StreamVersion(from + want - 1), near)
+                                 : store_->ReadStream(stream, StreamVersion(from), ReadDirection::kForward, want));
       if (events.empty()) break;
       for (RecordedEvent& e : events) {
         if (e.recorded_at_ns > max_time) {
@@ -327,6 +340,7 @@ class StateEngineImpl final : public StateEngine {
         Snapshot s;
         s.stream = e.stream;
         s.version = e.version;
+        s.position = e.position;
         s.recorded_at_ns = e.recorded_at_ns;
         s.reducer = reducer->name();
         s.schema_version = reducer->schema_version();

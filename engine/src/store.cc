@@ -73,6 +73,8 @@ class StoreImpl final : public Store {
                               std::vector<EventData> events) override;
   Result<std::vector<RecordedEvent>> ReadStream(std::string_view stream, StreamVersion from,
                                                 ReadDirection direction, size_t max_count) override;
+  Result<std::vector<RecordedEvent>> ReadStreamNear(std::string_view stream, StreamVersion from,
+                                                    StreamVersion to, GlobalPosition near) override;
   Result<std::vector<RecordedEvent>> ReadAll(GlobalPosition from, size_t max_count) override;
   Result<RecordedEvent> ReadEvent(GlobalPosition position) override;
   Result<StreamInfo> GetStreamInfo(std::string_view stream) override;
@@ -266,6 +268,15 @@ Result<std::vector<RecordedEvent>> StoreImpl::ReadStream(std::string_view stream
   ANNAL_RETURN_IF_ERROR(ValidateStreamName(stream));
   max_count = std::min(max_count, limits::kMaxReadCount);
   return PartitionFor(stream).ReadStream(stream, from.get(), direction, max_count);
+}
+
+Result<std::vector<RecordedEvent>> StoreImpl::ReadStreamNear(std::string_view stream, StreamVersion from,
+                                                             StreamVersion to, GlobalPosition near) {
+  if (!open_) return Status::Unavailable("the store is closed");
+  ANNAL_RETURN_IF_ERROR(ValidateStreamName(stream));
+  if (to < from) return std::vector<RecordedEvent>{};
+  size_t count = static_cast<size_t>(std::min<uint64_t>(to.get() - from.get() + 1, limits::kMaxReadCount));
+  return PartitionFor(stream).ReadStream(stream, from.get(), ReadDirection::kForward, count, near.get());
 }
 
 Result<std::vector<RecordedEvent>> StoreImpl::ReadAll(GlobalPosition from, size_t max_count) {

@@ -73,6 +73,7 @@ Result<std::shared_ptr<const Reducer>> LoadReducerLibrary(const std::string& pat
 struct Snapshot {
   std::string stream;
   StreamVersion version;       // the state includes events 0..version
+  GlobalPosition position;     // of the event at `version`
   int64_t recorded_at_ns = 0;  // recorded_at of the event at `version`
   std::string reducer;
   uint32_t schema_version = 0;

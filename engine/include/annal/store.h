@@ -74,6 +74,16 @@ class Store {
                                                         ReadDirection direction,
                                                         size_t max_count) = 0;
 
+  // Events `from`..`to` of `stream`, ascending (at most
+  // limits::kMaxReadCount), for a caller that knows the global position
+  // `near` of an event of this stream at a version >= `to`, such as the one
+  // a snapshot was taken at. The read then walks back from that event rather
+  // than from the stream index's nearest anchor, so it costs the events in
+  // between however long the stream is. A `near` that is not such an event
+  // is ignored. kNotFound when the stream does not exist.
+  virtual Result<std::vector<RecordedEvent>> ReadStreamNear(std::string_view stream, StreamVersion from,
+                                                            StreamVersion to, GlobalPosition near) = 0;
+
   // Up to `max_count` events of the whole store with position >= `from`, in
   // position order, never past DurableHead().
   virtual Result<std::vector<RecordedEvent>> ReadAll(GlobalPosition from, size_t max_count) = 0;

@@ -965,6 +965,12 @@ Status CheckFilter(const Filter& f) {
   return Status::Ok();
 }
 
+Status CheckConsumerName(const std::string& name) {
+  if (name.empty() || name.size() > 255)
+    return Status::InvalidArgument("a consumer name must be 1..255 bytes, got " + std::to_string(name.size()));
+  return Status::Ok();
+}
+
 Status CheckReducerName(const std::string& reducer) {
   if (reducer.size() > 255)
     return Status::InvalidArgument("a reducer name is at most 255 bytes, got " + std::to_string(reducer.size()));
@@ -1245,6 +1251,118 @@ class ClientImpl final : public Client {
     };
     return Await<Snapshots>([&](std::function<void(Result<Snapshots>)> done) {
       Submit(MakeRequest<Snapshots>(Op::kListSnapshots, Op::kSnapshots, m, decode, std::move(done)));
+    });
+  }
+
+  Result<protocol::HeadInfo> ReadHead() override {
+    if (core_->OnIoThread()) return BlockingFromCallback("ReadHead");
+    Request r;
+    r.op = Op::kReadHead;  // an empty body
+    r.expect = Op::kHeadInfo;
+    return Await<protocol::HeadInfo>([&](std::function<void(Result<protocol::HeadInfo>)> done) {
+      r.on_reply = [done](Op, std::string_view body) {
+        protocol::HeadInfo info;
+        ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &info));
+        done(info);
+        return Status::Ok();
+      };
+      r.on_fail = [done](Status why) { done(std::move(why)); };
+      Submit(std::move(r));
+    });
+  }
+
+  Result<AllEventsPage> ReadAllRange(GlobalPosition from, GlobalPosition until, uint32_t max_count,
+                                     const Filter& filter) override {
+    if (core_->OnIoThread()) return BlockingFromCallback("ReadAllRange");
+    ANNAL_RETURN_IF_ERROR(CheckFilter(filter));
+    protocol::ReadAllRangeRequest m{from.get(), until.get(), max_count, filter};
+    auto decode = [from, until](std::string_view body, AllEventsPage* out) {
+      protocol::AllEventsResponse r;
+      ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &r));
+      // Pair check: the server must keep to the slice.
+      for (const RecordedEvent& e : r.events)
+        if (e.position < from || e.position > until)
+          return ProtocolError("READ_ALL_RANGE " + std::to_string(from.get()) + ".." + std::to_string(until.get()) +
+                               " returned position " + std::to_string(e.position.get()));
+      out->events = std::move(r.events);
+      out->next_position = GlobalPosition(r.next_position);
+      return Status::Ok();
+    };
+    return Await<AllEventsPage>([&](std::function<void(Result<AllEventsPage>)> done) {
+      Submit(MakeRequest<AllEventsPage>(Op::kReadAllRange, Op::kAllEvents, m, decode, std::move(done)));
+    });
+  }
+
+  Result<std::optional<ConsumerCheckpoint>> GetCheckpoint(const std::string& name) override {
+    if (core_->OnIoThread()) return BlockingFromCallback("GetCheckpoint");
+    ANNAL_RETURN_IF_ERROR(CheckConsumerName(name));
+    protocol::GetCheckpointRequest m{name};
+    using Found = std::optional<ConsumerCheckpoint>;
+    auto decode = [name](std::string_view body, Found* out) {
+      protocol::CheckpointResponse r;
+      ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &r));
+      if (r.checkpoint && r.checkpoint->name != name)
+        return ProtocolError("GET_CHECKPOINT of '" + name + "' returned the checkpoint of '" + r.checkpoint->name +
+                             "'");
+      *out = std::move(r.checkpoint);
+      return Status::Ok();
+    };
+    return Await<Found>([&](std::function<void(Result<Found>)> done) {
+      Submit(MakeRequest<Found>(Op::kGetCheckpoint, Op::kCheckpoint, m, decode, std::move(done)));
+    });
+  }
+
+  Result<int64_t> SetCheckpoint(const std::string& name, GlobalPosition position, const std::string& blob,
+                                CheckpointExpectation expected) override {
+    if (core_->OnIoThread()) return BlockingFromCallback("SetCheckpoint");
+    ANNAL_RETURN_IF_ERROR(CheckConsumerName(name));
+    if (blob.size() > kMaxCheckpointBlobBytes)
+      return Status::TooLarge("a checkpoint blob is at most " + std::to_string(kMaxCheckpointBlobBytes) +
+                              " bytes, got " + std::to_string(blob.size()));
+    protocol::SetCheckpointRequest m{name, position.get(), expected, blob};
+    auto decode = [](std::string_view body, int64_t* out) {
+      protocol::CheckpointSet r;
+      ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &r));
+      *out = r.updated_at_ns;
+      return Status::Ok();
+    };
+    return Await<int64_t>([&](std::function<void(Result<int64_t>)> done) {
+      Submit(MakeRequest<int64_t>(Op::kSetCheckpoint, Op::kCheckpointSet, m, decode, std::move(done)));
+    });
+  }
+
+  Result<bool> DeleteCheckpoint(const std::string& name) override {
+    if (core_->OnIoThread()) return BlockingFromCallback("DeleteCheckpoint");
+    ANNAL_RETURN_IF_ERROR(CheckConsumerName(name));
+    protocol::DeleteCheckpointRequest m{name};
+    auto decode = [](std::string_view body, bool* out) {
+      protocol::CheckpointDeleted r;
+      ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &r));
+      *out = r.existed;
+      return Status::Ok();
+    };
+    return Await<bool>([&](std::function<void(Result<bool>)> done) {
+      Submit(MakeRequest<bool>(Op::kDeleteCheckpoint, Op::kCheckpointDeleted, m, decode, std::move(done)));
+    });
+  }
+
+  Result<std::vector<ConsumerCheckpoint>> ListCheckpoints(const std::string& prefix) override {
+    if (core_->OnIoThread()) return BlockingFromCallback("ListCheckpoints");
+    if (prefix.size() > 255)
+      return Status::InvalidArgument("a consumer name prefix is at most 255 bytes, got " + std::to_string(prefix.size()));
+    protocol::ListCheckpointsRequest m{prefix};
+    using Checkpoints = std::vector<ConsumerCheckpoint>;
+    auto decode = [prefix](std::string_view body, Checkpoints* out) {
+      protocol::CheckpointsResponse r;
+      ANNAL_RETURN_IF_ERROR(protocol::Decode(body, &r));
+      for (const ConsumerCheckpoint& c : r.checkpoints)
+        if (!c.name.starts_with(prefix))
+          return ProtocolError("LIST_CHECKPOINTS of prefix '" + prefix + "' returned '" + c.name + "'");
+      *out = std::move(r.checkpoints);
+      return Status::Ok();
+    };
+    return Await<Checkpoints>([&](std::function<void(Result<Checkpoints>)> done) {
+      Submit(MakeRequest<Checkpoints>(Op::kListCheckpoints, Op::kCheckpoints, m, decode, std::move(done)));
     });
   }
 

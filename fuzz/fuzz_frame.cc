@@ -9,7 +9,8 @@
 // AppendFrame, and the new frame must be the input frame byte for byte
 // (every message has exactly one encoding). Whatever decodes must also
 // satisfy the rules the decoders promise (filters, subscribe scope, error
-// codes, state targets and flags, snapshot sizes).
+// codes, state targets and flags, snapshot sizes, checkpoint names and
+// expectations).
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -81,6 +82,24 @@ void Check(const WriteSnapshotRequest& m) {
 void Check(const SnapshotsResponse& m) {
   for (const annal::Snapshot& s : m.snapshots) ANNAL_ASSERT(s.state.empty() && s.stream.empty());
 }
+void Check(const ReadAllRangeRequest& m) { CheckFilter(m.filter); }
+void Check(const GetCheckpointRequest& m) { ANNAL_ASSERT(!m.name.empty()); }
+void Check(const DeleteCheckpointRequest& m) { ANNAL_ASSERT(!m.name.empty()); }
+void Check(const SetCheckpointRequest& m) {
+  using Kind = annal::CheckpointExpectation::Kind;
+  ANNAL_ASSERT(!m.name.empty());
+  ANNAL_ASSERT(m.expected.kind == Kind::kAny || m.expected.kind == Kind::kNone ||
+               m.expected.kind == Kind::kAt);
+  if (m.expected.kind != Kind::kAt) ANNAL_ASSERT(m.expected.position.get() == 0);
+}
+void Check(const CheckpointResponse& m) {
+  if (!m.checkpoint.has_value()) return;
+  ANNAL_ASSERT(!m.checkpoint->name.empty());
+  ANNAL_ASSERT(m.checkpoint->blob_size == m.checkpoint->blob.size());
+}
+void Check(const CheckpointsResponse& m) {
+  for (const annal::ConsumerCheckpoint& c : m.checkpoints) ANNAL_ASSERT(!c.name.empty() && c.blob.empty());
+}
 template <typename M>
 void Check(const M&) {}
 
@@ -141,6 +160,26 @@ void DecodeFrame(const FrameHeader& h, std::string_view frame) {
       return DecodeAndReencode<SnapshotWritten>(h, frame);
     case Op::kSnapshots:
       return DecodeAndReencode<SnapshotsResponse>(h, frame);
+    case Op::kReadAllRange:
+      return DecodeAndReencode<ReadAllRangeRequest>(h, frame);
+    case Op::kHeadInfo:
+      return DecodeAndReencode<HeadInfo>(h, frame);
+    case Op::kGetCheckpoint:
+      return DecodeAndReencode<GetCheckpointRequest>(h, frame);
+    case Op::kCheckpoint:
+      return DecodeAndReencode<CheckpointResponse>(h, frame);
+    case Op::kSetCheckpoint:
+      return DecodeAndReencode<SetCheckpointRequest>(h, frame);
+    case Op::kCheckpointSet:
+      return DecodeAndReencode<CheckpointSet>(h, frame);
+    case Op::kDeleteCheckpoint:
+      return DecodeAndReencode<DeleteCheckpointRequest>(h, frame);
+    case Op::kCheckpointDeleted:
+      return DecodeAndReencode<CheckpointDeleted>(h, frame);
+    case Op::kListCheckpoints:
+      return DecodeAndReencode<ListCheckpointsRequest>(h, frame);
+    case Op::kCheckpoints:
+      return DecodeAndReencode<CheckpointsResponse>(h, frame);
     case Op::kSubscribe:
       return DecodeAndReencode<SubscribeRequest>(h, frame);
     case Op::kUnsubscribe:
@@ -158,6 +197,7 @@ void DecodeFrame(const FrameHeader& h, std::string_view frame) {
     case Op::kSubDropped:
       return DecodeAndReencode<ErrorResponse>(h, frame);
     case Op::kUnsubscribed:
+    case Op::kReadHead:
       // No body; a receiver refuses any. The empty frame is canonical.
       if (h.length == kFrameHeaderBytes) {
         std::string again;

@@ -271,6 +271,26 @@ std::string ClientSession() {
   protocol::AppendFrame(&out, protocol::Op::kWriteSnapshot, 14, write);
   protocol::AppendFrame(&out, protocol::Op::kListSnapshots, 15,
                         protocol::ListSnapshotsRequest{"account-42"});
+  protocol::AppendEmptyFrame(&out, protocol::Op::kReadHead, 16);
+  protocol::ReadAllRangeRequest range;
+  range.from_position = 1;
+  range.until_position = 1000;
+  range.max_count = 100;
+  range.filter.kind = protocol::Filter::Kind::kCategory;
+  range.filter.value = "account";
+  protocol::AppendFrame(&out, protocol::Op::kReadAllRange, 17, range);
+  protocol::AppendFrame(&out, protocol::Op::kGetCheckpoint, 18,
+                        protocol::GetCheckpointRequest{"balances"});
+  protocol::AppendFrame(&out, protocol::Op::kSetCheckpoint, 19,
+                        protocol::SetCheckpointRequest{"balances", 42,
+                                                       annal::CheckpointExpectation::At(annal::GlobalPosition(40)),
+                                                       "rows=3"});
+  protocol::AppendFrame(&out, protocol::Op::kSetCheckpoint, 20,
+                        protocol::SetCheckpointRequest{"audit", 1, annal::CheckpointExpectation::None(), ""});
+  protocol::AppendFrame(&out, protocol::Op::kDeleteCheckpoint, 21,
+                        protocol::DeleteCheckpointRequest{"audit"});
+  protocol::AppendFrame(&out, protocol::Op::kListCheckpoints, 22,
+                        protocol::ListCheckpointsRequest{"bal"});
   return out;
 }
 
@@ -346,6 +366,24 @@ std::string ServerSession() {
   listed.state.clear();
   protocol::AppendFrame(&out, protocol::Op::kSnapshots, 15,
                         protocol::SnapshotsResponse{{listed, listed}});
+  protocol::AppendFrame(&out, protocol::Op::kHeadInfo, 16, protocol::HeadInfo{11, kSomeTimeNs, 3});
+  protocol::AppendFrame(&out, protocol::Op::kAllEvents, 17,
+                        protocol::AllEventsResponse{12, {SomeEvent(0, 11)}});
+  annal::ConsumerCheckpoint checkpoint;
+  checkpoint.name = "balances";
+  checkpoint.position = annal::GlobalPosition(40);
+  checkpoint.updated_at_ns = kSomeTimeNs;
+  checkpoint.blob = "rows=3";
+  checkpoint.blob_size = checkpoint.blob.size();
+  protocol::AppendFrame(&out, protocol::Op::kCheckpoint, 18, protocol::CheckpointResponse{checkpoint});
+  protocol::AppendFrame(&out, protocol::Op::kCheckpoint, 23, protocol::CheckpointResponse{});
+  protocol::AppendFrame(&out, protocol::Op::kCheckpointSet, 19, protocol::CheckpointSet{kSomeTimeNs});
+  protocol::ErrorResponse conflict{protocol::ErrorCode::kWrongExpectedVersion, 41, "consumer 'audit': expected no checkpoint"};
+  protocol::AppendFrame(&out, protocol::Op::kError, 20, conflict);
+  protocol::AppendFrame(&out, protocol::Op::kCheckpointDeleted, 21, protocol::CheckpointDeleted{true});
+  checkpoint.blob.clear();
+  protocol::AppendFrame(&out, protocol::Op::kCheckpoints, 22,
+                        protocol::CheckpointsResponse{{checkpoint, checkpoint}});
   return out;
 }
 

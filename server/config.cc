@@ -219,6 +219,8 @@ Result<ServerConfig> ParseConfig(int argc, char** argv) {
                  "of older snapshots, keep one per run of every * N versions; 1: all, 0: none")
       ->capture_default_str()
       ->check(CLI::Range(0, 1'000'000));
+  app.add_option("--checkpoint-store,--checkpoint-store-path", c.checkpoint_store_path,
+                 "the consumer checkpoint store, an SQLite file (default DATA_DIR/consumers.db)");
   std::vector<std::string> reducer_flags, every_flags;
   app.add_option("--reducer", reducer_flags,
                  "CATEGORY=REDUCER, repeatable: fold the category's streams on the server with "
@@ -265,6 +267,11 @@ Result<std::shared_ptr<const Reducer>> ReducerFor(const std::string& category,
 }
 
 }  // namespace
+
+std::string CheckpointStorePath(const ServerConfig& config) {
+  return config.checkpoint_store_path.empty() ? config.data_dir + "/consumers.db"
+                                              : config.checkpoint_store_path;
+}
 
 Result<StateOptions> MakeStateOptions(const ServerConfig& config) {
   StateOptions o;

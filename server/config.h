@@ -51,7 +51,13 @@ struct ServerConfig {
   // interval other than snapshot_every.
   std::map<std::string, std::string> reducers;
   std::map<std::string, uint32_t> snapshot_every_for;
+  // The consumer checkpoint store (annal/consumers.h), an SQLite file;
+  // empty: DATA_DIR/consumers.db.
+  std::string checkpoint_store_path;
 };
+
+// Where `config` keeps the consumer checkpoint store.
+std::string CheckpointStorePath(const ServerConfig& config);
 
 // Parses argv. Returns kUnavailable with the help text in the message when
 // --help was asked for (the caller prints it and exits 0), kInvalidArgument

@@ -69,6 +69,10 @@ std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store,
   o << "# HELP annal_state_latency_seconds From a state request's arrival to its answer.\n"
        "# TYPE annal_state_latency_seconds histogram\n";
   HistogramLines(o, "annal_state_latency_seconds", "", m.state_seconds.Take());
+  Counter(o, "annal_checkpoint_reads_total", "GET_CHECKPOINT and LIST_CHECKPOINTS requests answered.",
+          static_cast<double>(m.checkpoint_reads.load()));
+  Counter(o, "annal_checkpoint_writes_total", "SET_CHECKPOINT and DELETE_CHECKPOINT requests answered.",
+          static_cast<double>(m.checkpoint_writes.load()));
   Counter(o, "annal_state_loads_total", "States loaded by the state engine.",
           static_cast<double>(state.loads));
   Counter(o, "annal_snapshots_written_total", "Snapshots stored, by the taker and by clients.",

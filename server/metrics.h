@@ -32,6 +32,8 @@ struct ServerMetrics {
   std::atomic<uint64_t> state_overloaded{0};  // refused: its queue was full
   // From a state request's arrival to its answer being queued.
   Histogram state_seconds{LatencyBoundsSeconds()};
+  std::atomic<uint64_t> checkpoint_reads{0};   // GET_ and LIST_CHECKPOINTS answered
+  std::atomic<uint64_t> checkpoint_writes{0};  // SET_ and DELETE_CHECKPOINT answered
 };
 
 std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store,

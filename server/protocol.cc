@@ -17,6 +17,9 @@ constexpr size_t kMinPlanSnapshotBytes = 8 + 8 + 1 + 4 + 8 + 4;
 // One snapshot in a SNAPSHOTS body: version, recorded_at, reducer (empty),
 // schema, state_size, taken_at.
 constexpr size_t kMinSnapshotInfoBytes = 8 + 8 + 1 + 4 + 8 + 8;
+// One checkpoint in a CHECKPOINTS body: name (at least 1 byte), position,
+// updated_at, blob_size.
+constexpr size_t kMinCheckpointInfoBytes = 1 + 1 + 8 + 8 + 8;
 // LOAD_STATE flags: bit 0 asks for STATE_PLAN; the other bits are reserved.
 constexpr uint8_t kLoadStatePlanOnly = 0x01;
 
@@ -84,6 +87,9 @@ bool DecodeEvents(BodyReader& r, std::vector<RecordedEvent>* events) {
   return true;
 }
 
+// A consumer name: str8 of at least one byte.
+bool DecodeConsumerName(BodyReader& r, std::string* name) { return r.Str8(name) && !name->empty(); }
+
 }  // namespace
 
 const char* OpName(Op op) {
@@ -97,8 +103,14 @@ const char* OpName(Op op) {
     case Op::kLoadState: return "LOAD_STATE";
     case Op::kWriteSnapshot: return "WRITE_SNAPSHOT";
     case Op::kListSnapshots: return "LIST_SNAPSHOTS";
+    case Op::kReadHead: return "READ_HEAD";
+    case Op::kReadAllRange: return "READ_ALL_RANGE";
     case Op::kSubscribe: return "SUBSCRIBE";
     case Op::kUnsubscribe: return "UNSUBSCRIBE";
+    case Op::kGetCheckpoint: return "GET_CHECKPOINT";
+    case Op::kSetCheckpoint: return "SET_CHECKPOINT";
+    case Op::kDeleteCheckpoint: return "DELETE_CHECKPOINT";
+    case Op::kListCheckpoints: return "LIST_CHECKPOINTS";
     case Op::kHelloOk: return "HELLO_OK";
     case Op::kPong: return "PONG";
     case Op::kAppendOk: return "APPEND_OK";
@@ -109,11 +121,16 @@ const char* OpName(Op op) {
     case Op::kStatePlan: return "STATE_PLAN";
     case Op::kSnapshotWritten: return "SNAPSHOT_WRITTEN";
     case Op::kSnapshots: return "SNAPSHOTS";
+    case Op::kHeadInfo: return "HEAD_INFO";
     case Op::kSubscribed: return "SUBSCRIBED";
     case Op::kSubEvents: return "SUB_EVENTS";
     case Op::kCaughtUp: return "CAUGHT_UP";
     case Op::kSubDropped: return "SUB_DROPPED";
     case Op::kUnsubscribed: return "UNSUBSCRIBED";
+    case Op::kCheckpoint: return "CHECKPOINT";
+    case Op::kCheckpointSet: return "CHECKPOINT_SET";
+    case Op::kCheckpointDeleted: return "CHECKPOINT_DELETED";
+    case Op::kCheckpoints: return "CHECKPOINTS";
     case Op::kError: return "ERROR";
   }
   return nullptr;
@@ -620,6 +637,149 @@ Status Decode(std::string_view body, SnapshotsResponse* m) {
     s.version = StreamVersion(version);
   }
   return Finish(r, "SNAPSHOTS");
+}
+
+void Encode(const HeadInfo& m, BodyWriter& w) {
+  w.U64(m.durable_head);
+  w.I64(m.last_recorded_at_ns);
+  w.U32(m.partitions);
+}
+Status Decode(std::string_view body, HeadInfo* m) {
+  BodyReader r(body);
+  if (!r.U64(&m->durable_head) || !r.I64(&m->last_recorded_at_ns) || !r.U32(&m->partitions))
+    return Bad("HEAD_INFO");
+  return Finish(r, "HEAD_INFO");
+}
+
+void Encode(const ReadAllRangeRequest& m, BodyWriter& w) {
+  w.U64(m.from_position);
+  w.U64(m.until_position);
+  w.U32(m.max_count);
+  EncodeFilter(m.filter, w);
+}
+Status Decode(std::string_view body, ReadAllRangeRequest* m) {
+  BodyReader r(body);
+  if (!r.U64(&m->from_position) || !r.U64(&m->until_position) || !r.U32(&m->max_count) ||
+      !DecodeFilter(r, &m->filter))
+    return Bad("READ_ALL_RANGE");
+  return Finish(r, "READ_ALL_RANGE");
+}
+
+void Encode(const GetCheckpointRequest& m, BodyWriter& w) { w.Str8(m.name); }
+Status Decode(std::string_view body, GetCheckpointRequest* m) {
+  BodyReader r(body);
+  if (!DecodeConsumerName(r, &m->name)) return Bad("GET_CHECKPOINT");
+  return Finish(r, "GET_CHECKPOINT");
+}
+
+void Encode(const CheckpointResponse& m, BodyWriter& w) {
+  w.U8(m.checkpoint.has_value() ? 1 : 0);
+  if (!m.checkpoint.has_value()) return;
+  const ConsumerCheckpoint& c = *m.checkpoint;
+  w.Str8(c.name);
+  w.U64(c.position.get());
+  w.I64(c.updated_at_ns);
+  w.Bytes32(c.blob);
+}
+Status Decode(std::string_view body, CheckpointResponse* m) {
+  BodyReader r(body);
+  uint8_t present = 0;
+  if (!r.U8(&present) || present > 1) return Bad("CHECKPOINT");
+  m->checkpoint.reset();
+  if (present == 1) {
+    ConsumerCheckpoint c;
+    uint64_t position = 0;
+    if (!DecodeConsumerName(r, &c.name) || !r.U64(&position) || !r.I64(&c.updated_at_ns) ||
+        !r.Bytes32(&c.blob))
+      return Bad("CHECKPOINT");
+    c.position = GlobalPosition(position);
+    c.blob_size = c.blob.size();
+    m->checkpoint = std::move(c);
+  }
+  return Finish(r, "CHECKPOINT");
+}
+
+void Encode(const SetCheckpointRequest& m, BodyWriter& w) {
+  using Kind = CheckpointExpectation::Kind;
+  w.Str8(m.name);
+  w.U64(m.position);
+  w.U8(static_cast<uint8_t>(m.expected.kind));
+  // Sent as 0 unless the kind is "at" (its one encoding).
+  w.U64(m.expected.kind == Kind::kAt ? m.expected.position.get() : 0);
+  w.Bytes32(m.blob);
+}
+Status Decode(std::string_view body, SetCheckpointRequest* m) {
+  using Kind = CheckpointExpectation::Kind;
+  BodyReader r(body);
+  uint8_t kind = 0;
+  uint64_t expected = 0;
+  if (!DecodeConsumerName(r, &m->name) || !r.U64(&m->position) || !r.U8(&kind) || !r.U64(&expected) ||
+      !r.Bytes32(&m->blob))
+    return Bad("SET_CHECKPOINT");
+  if (kind > static_cast<uint8_t>(Kind::kAt)) return Bad("SET_CHECKPOINT expectation kind");
+  if (kind != static_cast<uint8_t>(Kind::kAt) && expected != 0)
+    return Bad("SET_CHECKPOINT expected position must be 0 unless its kind is at");
+  m->expected = {static_cast<Kind>(kind), GlobalPosition(expected)};
+  return Finish(r, "SET_CHECKPOINT");
+}
+
+void Encode(const CheckpointSet& m, BodyWriter& w) { w.I64(m.updated_at_ns); }
+Status Decode(std::string_view body, CheckpointSet* m) {
+  BodyReader r(body);
+  if (!r.I64(&m->updated_at_ns)) return Bad("CHECKPOINT_SET");
+  return Finish(r, "CHECKPOINT_SET");
+}
+
+void Encode(const DeleteCheckpointRequest& m, BodyWriter& w) { w.Str8(m.name); }
+Status Decode(std::string_view body, DeleteCheckpointRequest* m) {
+  BodyReader r(body);
+  if (!DecodeConsumerName(r, &m->name)) return Bad("DELETE_CHECKPOINT");
+  return Finish(r, "DELETE_CHECKPOINT");
+}
+
+void Encode(const CheckpointDeleted& m, BodyWriter& w) { w.U8(m.existed ? 1 : 0); }
+Status Decode(std::string_view body, CheckpointDeleted* m) {
+  BodyReader r(body);
+  uint8_t existed = 0;
+  if (!r.U8(&existed) || existed > 1) return Bad("CHECKPOINT_DELETED");
+  m->existed = existed == 1;
+  return Finish(r, "CHECKPOINT_DELETED");
+}
+
+void Encode(const ListCheckpointsRequest& m, BodyWriter& w) { w.Str8(m.prefix); }
+Status Decode(std::string_view body, ListCheckpointsRequest* m) {
+  BodyReader r(body);
+  if (!r.Str8(&m->prefix)) return Bad("LIST_CHECKPOINTS");
+  return Finish(r, "LIST_CHECKPOINTS");
+}
+
+void Encode(const CheckpointsResponse& m, BodyWriter& w) {
+  ANNAL_ASSERT(m.checkpoints.size() <= UINT32_MAX);
+  w.U32(static_cast<uint32_t>(m.checkpoints.size()));
+  for (const ConsumerCheckpoint& c : m.checkpoints) {
+    w.Str8(c.name);
+    w.U64(c.position.get());
+    w.I64(c.updated_at_ns);
+    w.U64(c.blob_size);
+  }
+}
+Status Decode(std::string_view body, CheckpointsResponse* m) {
+  BodyReader r(body);
+  uint32_t count = 0;
+  if (!r.U32(&count) || count > r.remaining() / kMinCheckpointInfoBytes) return Bad("CHECKPOINTS count");
+  m->checkpoints.assign(count, ConsumerCheckpoint{});
+  for (ConsumerCheckpoint& c : m->checkpoints) {
+    uint64_t position = 0;
+    if (!DecodeConsumerName(r, &c.name) || !r.U64(&position) || !r.I64(&c.updated_at_ns) ||
+        !r.U64(&c.blob_size))
+      return Bad("CHECKPOINTS");
+    c.position = GlobalPosition(position);
+  }
+  return Finish(r, "CHECKPOINTS");
+}
+
+size_t EncodedCheckpointInfoSize(const ConsumerCheckpoint& c) {
+  return kMinCheckpointInfoBytes - 1 + c.name.size();
 }
 
 void FinishFrame(std::string* out, size_t start, Op op, uint32_t request_id) {

@@ -20,10 +20,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "annal/consumers.h"
 #include "annal/state.h"
 #include "annal/status.h"
 #include "annal/store.h"
@@ -48,8 +50,14 @@ enum class Op : uint8_t {
   kLoadState = 0x14,
   kWriteSnapshot = 0x15,
   kListSnapshots = 0x16,
+  kReadHead = 0x17,
+  kReadAllRange = 0x18,
   kSubscribe = 0x20,
   kUnsubscribe = 0x21,
+  kGetCheckpoint = 0x30,
+  kSetCheckpoint = 0x31,
+  kDeleteCheckpoint = 0x32,
+  kListCheckpoints = 0x33,
   // responses
   kHelloOk = 0x81,
   kPong = 0x82,
@@ -61,11 +69,16 @@ enum class Op : uint8_t {
   kStatePlan = 0x95,
   kSnapshotWritten = 0x96,
   kSnapshots = 0x97,
+  kHeadInfo = 0x98,
   kSubscribed = 0xA0,
   kSubEvents = 0xA1,
   kCaughtUp = 0xA2,
   kSubDropped = 0xA3,
   kUnsubscribed = 0xA4,
+  kCheckpoint = 0xB0,
+  kCheckpointSet = 0xB1,
+  kCheckpointDeleted = 0xB2,
+  kCheckpoints = 0xB3,
   kError = 0xFF,
 };
 const char* OpName(Op op);
@@ -242,6 +255,50 @@ struct ListSnapshotsRequest {
 struct SnapshotsResponse {  // state bytes are not sent; state_size is
   std::vector<Snapshot> snapshots;
 };
+// READ_HEAD: where the global log ends now; empty body.
+struct HeadInfo {
+  uint64_t durable_head = 0;       // every event at or below it is durable and readable
+  int64_t last_recorded_at_ns = 0; // of the event at durable_head; 0 for an empty store
+  uint32_t partitions = 0;
+};
+// READ_ALL_RANGE: like READ_ALL, but never past `until_position`
+// (inclusive), so a rebuild can read disjoint slices of the log in parallel.
+// Answered with ALL_EVENTS; next_position > until_position means the slice
+// is done.
+struct ReadAllRangeRequest {
+  uint64_t from_position = 0;
+  uint64_t until_position = 0;
+  uint32_t max_count = 0;
+  Filter filter;
+};
+// Consumer checkpoints (annal/consumers.h).
+struct GetCheckpointRequest {
+  std::string name;
+};
+struct CheckpointResponse {  // kCheckpoint
+  std::optional<ConsumerCheckpoint> checkpoint;  // none: the consumer has none
+};
+struct SetCheckpointRequest {  // WRONG_EXPECTED_VERSION carries the stored position (-1: none)
+  std::string name;
+  uint64_t position = 0;
+  CheckpointExpectation expected;
+  std::string blob;
+};
+struct CheckpointSet {
+  int64_t updated_at_ns = 0;
+};
+struct DeleteCheckpointRequest {
+  std::string name;
+};
+struct CheckpointDeleted {
+  bool existed = false;
+};
+struct ListCheckpointsRequest {
+  std::string prefix;  // may be empty
+};
+struct CheckpointsResponse {  // blobs are not sent; blob_size is
+  std::vector<ConsumerCheckpoint> checkpoints;
+};
 struct ErrorResponse {  // kError and kSubDropped
   ErrorCode code = ErrorCode::kInvalidRequest;
   int64_t actual_version = -1;
@@ -271,6 +328,16 @@ void Encode(const WriteSnapshotRequest& m, BodyWriter& w);
 void Encode(const SnapshotWritten& m, BodyWriter& w);
 void Encode(const ListSnapshotsRequest& m, BodyWriter& w);
 void Encode(const SnapshotsResponse& m, BodyWriter& w);
+void Encode(const HeadInfo& m, BodyWriter& w);
+void Encode(const ReadAllRangeRequest& m, BodyWriter& w);
+void Encode(const GetCheckpointRequest& m, BodyWriter& w);
+void Encode(const CheckpointResponse& m, BodyWriter& w);
+void Encode(const SetCheckpointRequest& m, BodyWriter& w);
+void Encode(const CheckpointSet& m, BodyWriter& w);
+void Encode(const DeleteCheckpointRequest& m, BodyWriter& w);
+void Encode(const CheckpointDeleted& m, BodyWriter& w);
+void Encode(const ListCheckpointsRequest& m, BodyWriter& w);
+void Encode(const CheckpointsResponse& m, BodyWriter& w);
 
 Status Decode(std::string_view body, Hello* m);
 Status Decode(std::string_view body, HelloOk* m);
@@ -295,6 +362,16 @@ Status Decode(std::string_view body, WriteSnapshotRequest* m);
 Status Decode(std::string_view body, SnapshotWritten* m);
 Status Decode(std::string_view body, ListSnapshotsRequest* m);
 Status Decode(std::string_view body, SnapshotsResponse* m);
+Status Decode(std::string_view body, HeadInfo* m);
+Status Decode(std::string_view body, ReadAllRangeRequest* m);
+Status Decode(std::string_view body, GetCheckpointRequest* m);
+Status Decode(std::string_view body, CheckpointResponse* m);
+Status Decode(std::string_view body, SetCheckpointRequest* m);
+Status Decode(std::string_view body, CheckpointSet* m);
+Status Decode(std::string_view body, DeleteCheckpointRequest* m);
+Status Decode(std::string_view body, CheckpointDeleted* m);
+Status Decode(std::string_view body, ListCheckpointsRequest* m);
+Status Decode(std::string_view body, CheckpointsResponse* m);
 
 // Fills in the header of the frame that starts at out[start].
 void FinishFrame(std::string* out, size_t start, Op op, uint32_t request_id);
@@ -325,5 +402,9 @@ size_t EncodedSnapshotInfoSize(const Snapshot& s);
 // SNAPSHOTS frame besides its entries.
 inline constexpr size_t kStatePlanFrameOverheadBytes = kFrameHeaderBytes + 8 + 8 + 1 + 1 + 4;
 inline constexpr size_t kSnapshotsFrameOverheadBytes = kFrameHeaderBytes + 4;
+// The wire size of one entry of a CHECKPOINTS list, and the bytes that
+// frame needs besides its entries.
+size_t EncodedCheckpointInfoSize(const ConsumerCheckpoint& c);
+inline constexpr size_t kCheckpointsFrameOverheadBytes = kFrameHeaderBytes + 4;
 
 }  // namespace annal::protocol

@@ -186,6 +186,9 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerConfig& config,
                                               Logger log) {
   std::unique_ptr<Server> s(new Server(config, std::move(store), std::move(log)));
   state.log = s->log_;
+  s->partitions_ = static_cast<uint32_t>(s->store_->GetStats().partitions.size());
+  // Every error of the checkpoint store names its file.
+  ANNAL_ASSIGN_OR_RETURN(s->checkpoints_, CheckpointStore::Open(CheckpointStorePath(config)));
   ANNAL_ASSIGN_OR_RETURN(s->states_, StateEngine::Open(s->store_.get(), std::move(state)));
   ANNAL_RETURN_IF_ERROR(s->Listen());
   if (config.metrics_port >= 0) {
@@ -387,11 +390,17 @@ void Server::Dispatch(const std::shared_ptr<Connection>& c, const protocol::Fram
     case Op::kReadStream: return HandleReadStream(c, h.request_id, body);
     case Op::kReadAll: return HandleReadAll(c, h.request_id, body);
     case Op::kStreamInfo: return HandleStreamInfo(c, h.request_id, body);
+    case Op::kReadHead: return HandleReadHead(c, h.request_id, body);
+    case Op::kReadAllRange: return HandleReadAllRange(c, h.request_id, body);
     case Op::kSubscribe: return HandleSubscribe(c, h.request_id, body);
     case Op::kUnsubscribe: return HandleUnsubscribe(c, h.request_id, body);
     case Op::kLoadState:
     case Op::kWriteSnapshot:
-    case Op::kListSnapshots: return HandleStateRequest(c, h.op, h.request_id, body);
+    case Op::kListSnapshots:
+    case Op::kGetCheckpoint:
+    case Op::kSetCheckpoint:
+    case Op::kDeleteCheckpoint:
+    case Op::kListCheckpoints: return HandleStateRequest(c, h.op, h.request_id, body);
     default: return Fail(c, h.request_id, Status::InvalidArgument("unexpected opcode"), true);
   }
 }
@@ -492,36 +501,73 @@ void Server::HandleReadAll(const std::shared_ptr<Connection>& c, uint32_t rid, s
   Status s = protocol::Decode(body, &req);
   if (!s.ok()) return Fail(c, rid, s, true);
   metrics_state_.reads++;
-  uint32_t max = std::min(req.max_count, config_.max_read_count);
+  auto page = ReadAllPage(req.from_position, UINT64_MAX, req.max_count, req.filter);
+  c->Send(page.ok() ? Frame(Op::kAllEvents, rid, *page) : ErrorFrame(rid, page.status()));
+}
+
+void Server::HandleReadAllRange(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body) {
+  protocol::ReadAllRangeRequest req;
+  Status s = protocol::Decode(body, &req);
+  if (!s.ok()) return Fail(c, rid, s, true);
+  metrics_state_.reads++;
+  auto page = ReadAllPage(req.from_position, req.until_position, req.max_count, req.filter);
+  c->Send(page.ok() ? Frame(Op::kAllEvents, rid, *page) : ErrorFrame(rid, page.status()));
+}
+
+Result<protocol::AllEventsResponse> Server::ReadAllPage(uint64_t from, uint64_t until, uint32_t max_count,
+                                                        const protocol::Filter& filter) {
+  uint32_t max = std::min(max_count, config_.max_read_count);
   protocol::AllEventsResponse resp;
-  uint64_t next = std::max<uint64_t>(req.from_position, 1);
-  uint64_t head = store_->DurableHead().get();
+  uint64_t next = std::max<uint64_t>(from, 1);
+  // Nothing past the durable head is readable yet; nothing past `until`
+  // belongs to this slice. `limit` + 1 cannot overflow: the head is far
+  // below UINT64_MAX.
+  const uint64_t limit = std::min(until, store_->DurableHead().get());
   // A selective filter may skip much of the log: scan a bounded amount,
   // and say where to continue.
   uint64_t scan_budget = uint64_t{config_.max_read_count} * 10;
-  size_t bytes = protocol::kFrameHeaderBytes + 12;
+  size_t bytes = protocol::kEventsFrameOverheadBytes;
   bool full = false;
-  while (!full && next <= head && resp.events.size() < max && scan_budget > 0) {
-    auto chunk = store_->ReadAll(GlobalPosition(next), std::min<uint64_t>(scan_budget, 1000));
-    if (!chunk.ok()) return c->Send(ErrorFrame(rid, chunk.status()));
-    if (chunk->empty()) {
-      next = head + 1;
+  while (!full && next <= limit && resp.events.size() < max && scan_budget > 0) {
+    uint64_t want = std::min<uint64_t>({scan_budget, 1000, limit - next + 1});
+    ANNAL_ASSIGN_OR_RETURN(std::vector<RecordedEvent> chunk, store_->ReadAll(GlobalPosition(next), want));
+    if (chunk.empty()) {
+      next = limit + 1;
       break;
     }
-    for (RecordedEvent& e : *chunk) {
+    for (RecordedEvent& e : chunk) {
+      if (e.position.get() > limit) {
+        next = limit + 1;
+        full = true;
+        break;
+      }
       if (resp.events.size() >= max || bytes + protocol::EncodedSize(e) > config_.max_frame_bytes) {
         full = true;
         break;
       }
       next = e.position.get() + 1;
       --scan_budget;
-      if (!req.filter.Matches(e)) continue;
+      if (!filter.Matches(e)) continue;
       bytes += protocol::EncodedSize(e);
       resp.events.push_back(std::move(e));
     }
   }
   resp.next_position = next;
-  c->Send(Frame(Op::kAllEvents, rid, resp));
+  return resp;
+}
+
+void Server::HandleReadHead(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body) {
+  if (!body.empty()) return Fail(c, rid, Status::InvalidArgument("malformed frame: READ_HEAD has a body"), true);
+  metrics_state_.reads++;
+  protocol::HeadInfo info;
+  info.durable_head = store_->DurableHead().get();
+  info.partitions = partitions_;
+  if (info.durable_head != 0) {
+    auto last = store_->ReadEvent(GlobalPosition(info.durable_head));
+    if (!last.ok()) return c->Send(ErrorFrame(rid, last.status()));
+    info.last_recorded_at_ns = last->recorded_at_ns;
+  }
+  c->Send(Frame(Op::kHeadInfo, rid, info));
 }
 
 void Server::HandleStreamInfo(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body) {
@@ -592,6 +638,18 @@ void Server::HandleStateRequest(const std::shared_ptr<Connection>& c, Op op, uin
       break;
     case Op::kListSnapshots:
       s = DecodeStateRequest<protocol::ListSnapshotsRequest>(body, &job.request);
+      break;
+    case Op::kGetCheckpoint:
+      s = DecodeStateRequest<protocol::GetCheckpointRequest>(body, &job.request);
+      break;
+    case Op::kSetCheckpoint:
+      s = DecodeStateRequest<protocol::SetCheckpointRequest>(body, &job.request);
+      break;
+    case Op::kDeleteCheckpoint:
+      s = DecodeStateRequest<protocol::DeleteCheckpointRequest>(body, &job.request);
+      break;
+    case Op::kListCheckpoints:
+      s = DecodeStateRequest<protocol::ListCheckpointsRequest>(body, &job.request);
       break;
     default:
       ANNAL_ASSERT_MSG(false, protocol::OpName(op));
@@ -834,6 +892,7 @@ void Server::StateLoop() {
     std::string answer;
     // Nobody is left to answer on a closed connection: skip the work.
     if (!c->closed) {
+      bool state_request = true;
       answer = std::visit(
           [&](auto& req) {
             using R = std::decay_t<decltype(req)>;
@@ -841,13 +900,26 @@ void Server::StateLoop() {
               return LoadState(job.request_id, req);
             else if constexpr (std::is_same_v<R, protocol::WriteSnapshotRequest>)
               return WriteSnapshot(job.request_id, std::move(req));
-            else
+            else if constexpr (std::is_same_v<R, protocol::ListSnapshotsRequest>)
               return ListSnapshots(job.request_id, req);
+            else {
+              state_request = false;
+              if constexpr (std::is_same_v<R, protocol::GetCheckpointRequest>)
+                return GetCheckpoint(job.request_id, req);
+              else if constexpr (std::is_same_v<R, protocol::SetCheckpointRequest>)
+                return SetCheckpoint(job.request_id, req);
+              else if constexpr (std::is_same_v<R, protocol::DeleteCheckpointRequest>)
+                return DeleteCheckpoint(job.request_id, req);
+              else
+                return ListCheckpoints(job.request_id, req);
+            }
           },
           job.request);
-      metrics_state_.state_requests++;
-      metrics_state_.state_seconds.Observe(
-          std::chrono::duration<double>(Clock::now() - job.arrived).count());
+      if (state_request) {
+        metrics_state_.state_requests++;
+        metrics_state_.state_seconds.Observe(
+            std::chrono::duration<double>(Clock::now() - job.arrived).count());
+      }
     }
     // The answer is queued before the request stops counting, so that
     // Shutdown's drain, which waits for both, cannot miss it; the second
@@ -919,6 +991,54 @@ std::string Server::ListSnapshots(uint32_t rid, const protocol::ListSnapshotsReq
   return Frame(Op::kSnapshots, rid, protocol::SnapshotsResponse{std::move(*list)});
 }
 
+// ---------------------------------------------------------------- checkpoints
+// On the state worker thread, like the state requests: a Set waits for an
+// fsync, which must not stall the I/O thread.
+
+std::string Server::GetCheckpoint(uint32_t rid, const protocol::GetCheckpointRequest& req) {
+  metrics_state_.checkpoint_reads++;
+  auto checkpoint = checkpoints_->Get(req.name);
+  if (!checkpoint.ok()) return ErrorFrame(rid, checkpoint.status());
+  protocol::CheckpointResponse resp{std::move(*checkpoint)};
+  std::string frame = Frame(Op::kCheckpoint, rid, resp);
+  // Only a frame limit below the blob limit can make this happen.
+  if (frame.size() > config_.max_frame_bytes)
+    return ErrorFrame(rid, Status::TooLarge("the checkpoint of consumer '" + req.name + "' is " +
+                                            std::to_string(frame.size()) + " bytes on the wire, more than a frame of " +
+                                            std::to_string(config_.max_frame_bytes) + " bytes holds"));
+  return frame;
+}
+
+std::string Server::SetCheckpoint(uint32_t rid, const protocol::SetCheckpointRequest& req) {
+  metrics_state_.checkpoint_writes++;
+  // A conflict comes back as kWrongExpectedVersion carrying the stored
+  // position (-1: none), which ErrorFrame puts in actual_version.
+  auto updated_at_ns = checkpoints_->Set(req.name, GlobalPosition(req.position), req.blob, req.expected);
+  if (!updated_at_ns.ok()) return ErrorFrame(rid, updated_at_ns.status());
+  return Frame(Op::kCheckpointSet, rid, protocol::CheckpointSet{*updated_at_ns});
+}
+
+std::string Server::DeleteCheckpoint(uint32_t rid, const protocol::DeleteCheckpointRequest& req) {
+  metrics_state_.checkpoint_writes++;
+  auto existed = checkpoints_->Delete(req.name);
+  if (!existed.ok()) return ErrorFrame(rid, existed.status());
+  return Frame(Op::kCheckpointDeleted, rid, protocol::CheckpointDeleted{*existed});
+}
+
+std::string Server::ListCheckpoints(uint32_t rid, const protocol::ListCheckpointsRequest& req) {
+  metrics_state_.checkpoint_reads++;
+  auto list = checkpoints_->List(req.prefix);
+  if (!list.ok()) return ErrorFrame(rid, list.status());
+  size_t bytes = protocol::kCheckpointsFrameOverheadBytes;
+  for (const ConsumerCheckpoint& c : *list) bytes += protocol::EncodedCheckpointInfoSize(c);
+  // A list cut short would look complete: refuse it instead.
+  if (bytes > config_.max_frame_bytes)
+    return ErrorFrame(rid, Status::TooLarge(std::to_string(list->size()) + " consumers start with '" + req.prefix +
+                                            "', more than a frame of " + std::to_string(config_.max_frame_bytes) +
+                                            " bytes holds; list them by longer prefixes"));
+  return Frame(Op::kCheckpoints, rid, protocol::CheckpointsResponse{std::move(*list)});
+}
+
 // ---------------------------------------------------------------- shutdown
 
 Status Server::Shutdown() {
@@ -948,6 +1068,7 @@ Status Server::Shutdown() {
     states_->Close();
     states_.reset();
   }
+  checkpoints_.reset();
   Status s = store_ ? store_->Close() : Status::Ok();
   for (int* fd : {&listen_fd_, &epoll_fd_, &wake_fd_})
     if (*fd >= 0) {

@@ -7,15 +7,17 @@
 // Threads and what they own
 // - I/O thread: the listening socket, every connection's socket and input
 //   buffer, the connection table, timeouts. Reads (read-stream, read-all,
-//   stream info) run here, inline: they are page-cache reads.
+//   read-all-range, read-head, stream info) run here, inline: they are
+//   page-cache reads.
 // - Engine writer threads: run append callbacks, which encode the response
 //   into the connection's outbox (Connection::Send) and wake the I/O thread.
 // - Subscription thread: owns the subscriptions; reads the log past each
 //   one's position and queues SUB_EVENTS frames (Connection::Send).
 // - State worker thread: runs LOAD_STATE, WRITE_SNAPSHOT and LIST_SNAPSHOTS
-//   (a load may fold thousands of events) from a bounded queue, which the
-//   I/O thread fills, and answers them through Connection::Send. The state
-//   engine's own snapshot taker runs beside it (annal/state.h).
+//   (a load may fold thousands of events) and the consumer checkpoint
+//   requests (a SET_CHECKPOINT waits for an fsync) from a bounded queue,
+//   which the I/O thread fills, and answers them through Connection::Send.
+//   The state engine's own snapshot taker runs beside it (annal/state.h).
 // - Metrics thread: renders GET /metrics.
 // A connection's outbox is guarded by its own mutex; every other piece of
 // connection state belongs to the I/O thread, except the atomics.
@@ -35,6 +37,7 @@
 #include <variant>
 #include <vector>
 
+#include "annal/consumers.h"
 #include "annal/state.h"
 #include "annal/store.h"
 #include "config.h"
@@ -46,10 +49,13 @@ namespace annal::server {
 struct Connection;
 struct Subscription;
 
-// A state request the I/O thread decoded, waiting for the state worker.
+// A state or checkpoint request the I/O thread decoded, waiting for the
+// state worker.
 struct StateJob {
   using Request = std::variant<protocol::LoadStateRequest, protocol::WriteSnapshotRequest,
-                               protocol::ListSnapshotsRequest>;
+                               protocol::ListSnapshotsRequest, protocol::GetCheckpointRequest,
+                               protocol::SetCheckpointRequest, protocol::DeleteCheckpointRequest,
+                               protocol::ListCheckpointsRequest>;
   std::weak_ptr<Connection> connection;
   uint32_t request_id = 0;
   Request request;
@@ -61,7 +67,9 @@ class Server {
   using Logger = std::function<void(const std::string&)>;
   // Serves `store` as `config` says, with a state engine over it opened
   // with `state` (MakeStateOptions(config) for annald; its log is replaced
-  // by `log`); listening starts before it returns.
+  // by `log`) and the consumer checkpoint store at CheckpointStorePath(config),
+  // which must open (checkpoints are not optional data); listening starts
+  // before it returns.
   static Result<std::unique_ptr<Server>> Start(const ServerConfig& config,
                                                std::unique_ptr<Store> store, StateOptions state,
                                                Logger log);
@@ -96,6 +104,12 @@ class Server {
   void HandleReadStream(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
   void HandleReadAll(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
   void HandleStreamInfo(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  void HandleReadAllRange(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  void HandleReadHead(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
+  // READ_ALL and READ_ALL_RANGE: the page from `from` on, never past
+  // min(until, durable head).
+  Result<protocol::AllEventsResponse> ReadAllPage(uint64_t from, uint64_t until, uint32_t max_count,
+                                                  const protocol::Filter& filter);
   void HandleSubscribe(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
   void HandleUnsubscribe(const std::shared_ptr<Connection>& c, uint32_t rid, std::string_view body);
   // Decodes a state request and queues it for the state worker.
@@ -122,6 +136,10 @@ class Server {
   std::string LoadState(uint32_t rid, const protocol::LoadStateRequest& req);
   std::string WriteSnapshot(uint32_t rid, protocol::WriteSnapshotRequest req);
   std::string ListSnapshots(uint32_t rid, const protocol::ListSnapshotsRequest& req);
+  std::string GetCheckpoint(uint32_t rid, const protocol::GetCheckpointRequest& req);
+  std::string SetCheckpoint(uint32_t rid, const protocol::SetCheckpointRequest& req);
+  std::string DeleteCheckpoint(uint32_t rid, const protocol::DeleteCheckpointRequest& req);
+  std::string ListCheckpoints(uint32_t rid, const protocol::ListCheckpointsRequest& req);
 
   const ServerConfig config_;
   std::unique_ptr<Store> store_;
@@ -149,7 +167,11 @@ class Server {
   std::atomic<bool> stop_subscriptions_{false};
   std::thread sub_thread_;
 
+  uint32_t partitions_ = 0;               // of the store; fixed once it is open
   std::unique_ptr<StateEngine> states_;  // opened in Start, closed in Shutdown
+  // Opened in Start, closed in Shutdown after the state worker stopped; used
+  // by the state worker only.
+  std::unique_ptr<CheckpointStore> checkpoints_;
   std::mutex state_mu_;
   std::condition_variable state_cv_;
   std::deque<StateJob> state_jobs_;  // guarded by state_mu_; bounded

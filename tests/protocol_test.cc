@@ -207,8 +207,47 @@ std::vector<Snapshot> SampleSnapshotList() {
   return list;
 }
 
+ReadAllRangeRequest SampleReadAllRange() {
+  ReadAllRangeRequest m;
+  m.from_position = 1000;
+  m.until_position = 1999;
+  m.max_count = 500;
+  m.filter.kind = Filter::Kind::kCategory;
+  m.filter.value = "account";
+  m.filter.event_types = {"AccountCredited"};
+  return m;
+}
+
+ConsumerCheckpoint SampleCheckpoint() {
+  ConsumerCheckpoint c;
+  c.name = "balances";
+  c.position = GlobalPosition(4711);
+  c.blob = std::string("{\"rows\":3}\0\xff", 13);  // binary bytes survive
+  c.blob_size = c.blob.size();
+  c.updated_at_ns = kSomeTimeNs;
+  return c;
+}
+
+SetCheckpointRequest SampleSetCheckpoint() {
+  SetCheckpointRequest m;
+  m.name = "balances";
+  m.position = 4711;
+  m.expected = CheckpointExpectation::At(GlobalPosition(4700));
+  m.blob = SampleCheckpoint().blob;
+  return m;
+}
+
+std::vector<ConsumerCheckpoint> SampleCheckpointList() {
+  std::vector<ConsumerCheckpoint> list(2, SampleCheckpoint());
+  list[1].name = "balances-eu";
+  list[1].position = GlobalPosition(12);
+  for (ConsumerCheckpoint& c : list) c.blob.clear();  // not sent; blob_size is
+  return list;
+}
+
 // One valid frame of every opcode whose body has a decoder, with a decoder
-// that takes only the body. UNSUBSCRIBED has an empty body and no decoder.
+// that takes only the body. UNSUBSCRIBED and READ_HEAD have an empty body
+// and no decoder.
 struct Sample {
   const char* name;
   Op op;
@@ -245,6 +284,10 @@ std::vector<Sample> AllSamples() {
   StatePlan replay_plan = SamplePlan();
   replay_plan.snapshot.reset();
   replay_plan.complete = true;
+  ConsumerCheckpoint no_blob = SampleCheckpoint();
+  no_blob.blob.clear();
+  no_blob.blob_size = 0;
+  SetCheckpointRequest set_none{"balances", 0, CheckpointExpectation::None(), ""};
   return {
       {"HELLO", Op::kHello, Frame(Op::kHello, 1, Hello{1, "test"}), DecodeBody<Hello>},
       {"HELLO_OK", Op::kHelloOk, Frame(Op::kHelloOk, 1, hello_ok), DecodeBody<HelloOk>},
@@ -298,6 +341,36 @@ std::vector<Sample> AllSamples() {
       {"SNAPSHOTS", Op::kSnapshots,
        Frame(Op::kSnapshots, 14, SnapshotsResponse{SampleSnapshotList()}),
        DecodeBody<SnapshotsResponse>},
+      {"HEAD_INFO", Op::kHeadInfo, Frame(Op::kHeadInfo, 15, HeadInfo{1002, kSomeTimeNs, 4}),
+       DecodeBody<HeadInfo>},
+      {"READ_ALL_RANGE", Op::kReadAllRange, Frame(Op::kReadAllRange, 16, SampleReadAllRange()),
+       DecodeBody<ReadAllRangeRequest>},
+      {"GET_CHECKPOINT", Op::kGetCheckpoint,
+       Frame(Op::kGetCheckpoint, 17, GetCheckpointRequest{"balances"}),
+       DecodeBody<GetCheckpointRequest>},
+      {"CHECKPOINT", Op::kCheckpoint, Frame(Op::kCheckpoint, 17, CheckpointResponse{SampleCheckpoint()}),
+       DecodeBody<CheckpointResponse>},
+      {"CHECKPOINT(no blob)", Op::kCheckpoint, Frame(Op::kCheckpoint, 17, CheckpointResponse{no_blob}),
+       DecodeBody<CheckpointResponse>},
+      {"CHECKPOINT(none)", Op::kCheckpoint, Frame(Op::kCheckpoint, 17, CheckpointResponse{}),
+       DecodeBody<CheckpointResponse>},
+      {"SET_CHECKPOINT", Op::kSetCheckpoint, Frame(Op::kSetCheckpoint, 18, SampleSetCheckpoint()),
+       DecodeBody<SetCheckpointRequest>},
+      {"SET_CHECKPOINT(none)", Op::kSetCheckpoint, Frame(Op::kSetCheckpoint, 18, set_none),
+       DecodeBody<SetCheckpointRequest>},
+      {"CHECKPOINT_SET", Op::kCheckpointSet, Frame(Op::kCheckpointSet, 18, CheckpointSet{kSomeTimeNs}),
+       DecodeBody<CheckpointSet>},
+      {"DELETE_CHECKPOINT", Op::kDeleteCheckpoint,
+       Frame(Op::kDeleteCheckpoint, 19, DeleteCheckpointRequest{"balances"}),
+       DecodeBody<DeleteCheckpointRequest>},
+      {"CHECKPOINT_DELETED", Op::kCheckpointDeleted,
+       Frame(Op::kCheckpointDeleted, 19, CheckpointDeleted{true}), DecodeBody<CheckpointDeleted>},
+      {"LIST_CHECKPOINTS", Op::kListCheckpoints,
+       Frame(Op::kListCheckpoints, 20, ListCheckpointsRequest{"bal"}),
+       DecodeBody<ListCheckpointsRequest>},
+      {"CHECKPOINTS", Op::kCheckpoints,
+       Frame(Op::kCheckpoints, 20, CheckpointsResponse{SampleCheckpointList()}),
+       DecodeBody<CheckpointsResponse>},
   };
 }
 
@@ -1106,29 +1179,198 @@ TEST(ProtocolTest, WriteSnapshotWithoutAReducerIsRefused) {
   EXPECT_NE(s.message().find("reducer"), std::string::npos) << s.message();
 }
 
-// Random bodies never crash a state decoder; a refusal is always
+// A random body never crashes `message`'s decoder; a refusal is always
 // kInvalidArgument, and what decodes encodes back to the same bytes.
-TEST(ProtocolTest, StateDecodersSurviveGarbage) {
-  std::mt19937 rng(5);
-  auto check = [](auto message, Op op, std::string_view body) {
-    Status s = Decode(body, &message);
-    if (!s.ok()) {
-      EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-      return;
-    }
-    EXPECT_EQ(BodyOf(Frame(op, 1, message)), body);
-  };
-  for (int i = 0; i < 20000; ++i) {
-    std::string body(rng() % 80, '\0');
-    for (char& b : body) b = static_cast<char>(rng() % 4 == 0 ? 0 : rng());
-    check(LoadStateRequest{}, Op::kLoadState, body);
-    check(StateResponse{}, Op::kState, body);
-    check(StatePlanResponse{}, Op::kStatePlan, body);
-    check(WriteSnapshotRequest{}, Op::kWriteSnapshot, body);
-    check(SnapshotWritten{}, Op::kSnapshotWritten, body);
-    check(ListSnapshotsRequest{}, Op::kListSnapshots, body);
-    check(SnapshotsResponse{}, Op::kSnapshots, body);
+template <typename M>
+void CheckGarbage(M message, Op op, std::string_view body) {
+  Status s = Decode(body, &message);
+  if (!s.ok()) {
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    return;
   }
+  EXPECT_EQ(BodyOf(Frame(op, 1, message)), body);
+}
+
+// Calls `each` with 20,000 random bodies of up to `max_len` bytes, biased
+// to zeros (and ones, when `ones`) so that counts and flags often decode.
+void ForRandomBodies(uint32_t seed, size_t max_len, bool ones, const std::function<void(std::string_view)>& each) {
+  std::mt19937 rng(seed);
+  for (int i = 0; i < 20000; ++i) {
+    std::string body(rng() % max_len, '\0');
+    for (char& b : body) b = static_cast<char>(rng() % 4 == 0 ? 0 : ones && rng() % 8 == 0 ? 1 : rng());
+    each(body);
+  }
+}
+
+TEST(ProtocolTest, StateDecodersSurviveGarbage) {
+  ForRandomBodies(5, 80, false, [](std::string_view body) {
+    CheckGarbage(LoadStateRequest{}, Op::kLoadState, body);
+    CheckGarbage(StateResponse{}, Op::kState, body);
+    CheckGarbage(StatePlanResponse{}, Op::kStatePlan, body);
+    CheckGarbage(WriteSnapshotRequest{}, Op::kWriteSnapshot, body);
+    CheckGarbage(SnapshotWritten{}, Op::kSnapshotWritten, body);
+    CheckGarbage(ListSnapshotsRequest{}, Op::kListSnapshots, body);
+    CheckGarbage(SnapshotsResponse{}, Op::kSnapshots, body);
+  });
+}
+
+// ============================================================ projections
+
+TEST(ProtocolTest, HeadInfoRoundTrip) {
+  HeadInfo m;
+  DecodeWhole(Frame(Op::kHeadInfo, 15, HeadInfo{1002, kSomeTimeNs, 4}), Op::kHeadInfo, 15, &m);
+  EXPECT_EQ(m.durable_head, 1002u);
+  EXPECT_EQ(m.last_recorded_at_ns, kSomeTimeNs);
+  EXPECT_EQ(m.partitions, 4u);
+  EXPECT_EQ(Frame(Op::kHeadInfo, 15, m).size(), kFrameHeaderBytes + 8 + 8 + 4);
+}
+
+TEST(ProtocolTest, ReadAllRangeRoundTripEveryFilterKind) {
+  std::vector<Filter> filters(3);
+  filters[1] = SampleReadAllRange().filter;
+  filters[2].kind = Filter::Kind::kStreamPrefix;
+  filters[2].value = "acc";
+  for (const Filter& f : filters) {
+    ReadAllRangeRequest in = SampleReadAllRange();
+    in.filter = f;
+    ReadAllRangeRequest m;
+    DecodeWhole(Frame(Op::kReadAllRange, 16, in), Op::kReadAllRange, 16, &m);
+    EXPECT_EQ(m.from_position, 1000u);
+    EXPECT_EQ(m.until_position, 1999u);
+    EXPECT_EQ(m.max_count, 500u);
+    ExpectSameFilter(m.filter, f);
+  }
+}
+
+TEST(ProtocolTest, ReadAllRangeRefusesUnknownFilterKind) {
+  std::string frame = Frame(Op::kReadAllRange, 16, SampleReadAllRange());
+  const size_t kind_at = kFrameHeaderBytes + 8 + 8 + 4;
+  for (int kind : {3, 0xff}) {
+    frame[kind_at] = static_cast<char>(kind);
+    EXPECT_FALSE(DecodeBody<ReadAllRangeRequest>(BodyOf(frame)).ok()) << kind;
+  }
+}
+
+TEST(ProtocolTest, CheckpointRoundTripPresentAndAbsent) {
+  CheckpointResponse m;
+  DecodeWhole(Frame(Op::kCheckpoint, 17, CheckpointResponse{SampleCheckpoint()}), Op::kCheckpoint, 17, &m);
+  ASSERT_TRUE(m.checkpoint.has_value());
+  ConsumerCheckpoint want = SampleCheckpoint();
+  EXPECT_EQ(m.checkpoint->name, want.name);
+  EXPECT_EQ(m.checkpoint->position, want.position);
+  EXPECT_EQ(m.checkpoint->blob, want.blob);
+  EXPECT_EQ(m.checkpoint->blob_size, want.blob.size());
+  EXPECT_EQ(m.checkpoint->updated_at_ns, want.updated_at_ns);
+  DecodeWhole(Frame(Op::kCheckpoint, 17, CheckpointResponse{}), Op::kCheckpoint, 17, &m);
+  EXPECT_FALSE(m.checkpoint.has_value());
+  EXPECT_EQ(Frame(Op::kCheckpoint, 17, CheckpointResponse{}).size(), kFrameHeaderBytes + 1);
+}
+
+TEST(ProtocolTest, SetCheckpointRoundTripEveryExpectationKind) {
+  for (CheckpointExpectation e : {CheckpointExpectation::Any(), CheckpointExpectation::None(),
+                                  CheckpointExpectation::At(GlobalPosition(0)),
+                                  CheckpointExpectation::At(GlobalPosition(UINT64_MAX))}) {
+    SetCheckpointRequest in = SampleSetCheckpoint();
+    in.expected = e;
+    SetCheckpointRequest m;
+    DecodeWhole(Frame(Op::kSetCheckpoint, 18, in), Op::kSetCheckpoint, 18, &m);
+    EXPECT_EQ(m.name, in.name);
+    EXPECT_EQ(m.position, in.position);
+    EXPECT_EQ(m.expected.kind, e.kind);
+    EXPECT_EQ(m.expected.position, e.position);
+    EXPECT_EQ(m.blob, in.blob);
+  }
+}
+
+TEST(ProtocolTest, SetCheckpointSendsAnUnusedExpectedPositionAsZero) {
+  SetCheckpointRequest sloppy = SampleSetCheckpoint();
+  sloppy.expected = {CheckpointExpectation::Kind::kAny, GlobalPosition(99)};
+  SetCheckpointRequest tidy = SampleSetCheckpoint();
+  tidy.expected = CheckpointExpectation::Any();
+  EXPECT_EQ(Frame(Op::kSetCheckpoint, 18, sloppy), Frame(Op::kSetCheckpoint, 18, tidy));
+}
+
+// SET_CHECKPOINT bytes: name, position, expectation kind, expected position, blob.
+std::string SetCheckpointBody(std::string_view name, uint8_t kind, uint64_t expected) {
+  std::string out;
+  BodyWriter w(&out);
+  w.Str8(name);
+  w.U64(10);
+  w.U8(kind);
+  w.U64(expected);
+  w.Bytes32("");
+  return out;
+}
+
+TEST(ProtocolTest, SetCheckpointRefusesUnknownKindsStrayPositionsAndEmptyNames) {
+  EXPECT_TRUE(DecodeBody<SetCheckpointRequest>(SetCheckpointBody("c", 2, 7)).ok());
+  EXPECT_TRUE(DecodeBody<SetCheckpointRequest>(SetCheckpointBody("c", 1, 0)).ok());
+  for (uint8_t kind : {3, 4, 0x80, 0xff})
+    EXPECT_FALSE(DecodeBody<SetCheckpointRequest>(SetCheckpointBody("c", kind, 0)).ok()) << int(kind);
+  EXPECT_FALSE(DecodeBody<SetCheckpointRequest>(SetCheckpointBody("c", 0, 7)).ok());
+  EXPECT_FALSE(DecodeBody<SetCheckpointRequest>(SetCheckpointBody("c", 1, 7)).ok());
+  EXPECT_FALSE(DecodeBody<SetCheckpointRequest>(SetCheckpointBody("", 0, 0)).ok());
+}
+
+TEST(ProtocolTest, CheckpointRequestsRefuseAnEmptyName) {
+  EXPECT_FALSE(DecodeBody<GetCheckpointRequest>(std::string_view("\0", 1)).ok());
+  EXPECT_FALSE(DecodeBody<DeleteCheckpointRequest>(std::string_view("\0", 1)).ok());
+  // An empty prefix lists every consumer.
+  EXPECT_TRUE(DecodeBody<ListCheckpointsRequest>(std::string_view("\0", 1)).ok());
+}
+
+TEST(ProtocolTest, CheckpointFlagsAboveOneAreRefused) {
+  for (int flag : {2, 0xff}) {
+    std::string present(1, static_cast<char>(flag));
+    EXPECT_FALSE(DecodeBody<CheckpointResponse>(present).ok()) << flag;
+    EXPECT_FALSE(DecodeBody<CheckpointDeleted>(present).ok()) << flag;
+  }
+  CheckpointDeleted m;
+  DecodeWhole(Frame(Op::kCheckpointDeleted, 19, CheckpointDeleted{false}), Op::kCheckpointDeleted, 19, &m);
+  EXPECT_FALSE(m.existed);
+}
+
+TEST(ProtocolTest, CheckpointsRoundTripWithoutBlobs) {
+  CheckpointsResponse m;
+  std::vector<ConsumerCheckpoint> in = SampleCheckpointList();
+  std::string frame = Frame(Op::kCheckpoints, 20, CheckpointsResponse{in});
+  DecodeWhole(frame, Op::kCheckpoints, 20, &m);
+  ASSERT_EQ(m.checkpoints.size(), 2u);
+  for (size_t i = 0; i < in.size(); ++i) {
+    EXPECT_EQ(m.checkpoints[i].name, in[i].name);
+    EXPECT_EQ(m.checkpoints[i].position, in[i].position);
+    EXPECT_EQ(m.checkpoints[i].updated_at_ns, in[i].updated_at_ns);
+    EXPECT_EQ(m.checkpoints[i].blob_size, SampleCheckpoint().blob.size());
+    EXPECT_TRUE(m.checkpoints[i].blob.empty());
+  }
+  EXPECT_EQ(frame.size(), kCheckpointsFrameOverheadBytes + EncodedCheckpointInfoSize(in[0]) +
+                              EncodedCheckpointInfoSize(in[1]));
+}
+
+TEST(ProtocolTest, CheckpointsRefuseCountsLargerThanTheFrameAndEmptyNames) {
+  std::string frame = Frame(Op::kCheckpoints, 20, CheckpointsResponse{SampleCheckpointList()});
+  for (uint32_t count : {3u, 1000u, 0xffffffffu}) {
+    std::string bad = frame;
+    PutU32At(&bad, kFrameHeaderBytes, count);
+    EXPECT_FALSE(DecodeBody<CheckpointsResponse>(BodyOf(bad)).ok()) << count;
+  }
+  ConsumerCheckpoint nameless;
+  EXPECT_FALSE(DecodeBody<CheckpointsResponse>(BodyOf(Frame(Op::kCheckpoints, 20, CheckpointsResponse{{nameless}}))).ok());
+}
+
+TEST(ProtocolTest, ProjectionDecodersSurviveGarbage) {
+  ForRandomBodies(7, 64, true, [](std::string_view body) {
+    CheckGarbage(HeadInfo{}, Op::kHeadInfo, body);
+    CheckGarbage(ReadAllRangeRequest{}, Op::kReadAllRange, body);
+    CheckGarbage(GetCheckpointRequest{}, Op::kGetCheckpoint, body);
+    CheckGarbage(CheckpointResponse{}, Op::kCheckpoint, body);
+    CheckGarbage(SetCheckpointRequest{}, Op::kSetCheckpoint, body);
+    CheckGarbage(CheckpointSet{}, Op::kCheckpointSet, body);
+    CheckGarbage(DeleteCheckpointRequest{}, Op::kDeleteCheckpoint, body);
+    CheckGarbage(CheckpointDeleted{}, Op::kCheckpointDeleted, body);
+    CheckGarbage(ListCheckpointsRequest{}, Op::kListCheckpoints, body);
+    CheckGarbage(CheckpointsResponse{}, Op::kCheckpoints, body);
+  });
 }
 
 // ============================================================ frame header
@@ -1175,9 +1417,10 @@ TEST(ProtocolTest, FrameHeaderRefusesNonzeroFlagsAndReserved) {
 }
 
 TEST(ProtocolTest, FrameHeaderAcceptsExactlyTheKnownOpcodes) {
-  const std::vector<int> known = {0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16,
-                                  0x20, 0x21, 0x81, 0x82, 0x90, 0x91, 0x92, 0x93, 0x94,
-                                  0x95, 0x96, 0x97, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xff};
+  const std::vector<int> known = {0x01, 0x02, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+                                  0x18, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x81, 0x82, 0x90,
+                                  0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0xa0, 0xa1,
+                                  0xa2, 0xa3, 0xa4, 0xb0, 0xb1, 0xb2, 0xb3, 0xff};
   for (int op = 0; op < 256; ++op) {
     bool is_known = std::find(known.begin(), known.end(), op) != known.end();
     FrameHeader h;

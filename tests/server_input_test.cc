@@ -462,6 +462,21 @@ TEST_F(ServerInputTest, BodiesThatFailToDecodeAreRefusedAndClosed) {
   std::string write_without_reducer;
   AppendFrame(&write_without_reducer, Op::kWriteSnapshot, 40, no_reducer);
 
+  ReadAllRangeRequest range{1, 100, 10, {}};
+  std::string good_range;
+  AppendFrame(&good_range, Op::kReadAllRange, 40, range);
+  std::string_view range_body = std::string_view(good_range).substr(kFrameHeaderBytes);
+  SetCheckpointRequest set{"balances", 7, CheckpointExpectation::At(GlobalPosition(3)), "blob"};
+  std::string good_set;
+  AppendFrame(&good_set, Op::kSetCheckpoint, 40, set);
+  std::string_view set_body = std::string_view(good_set).substr(kFrameHeaderBytes);
+  const size_t set_kind_at = 1 + set.name.size() + 8;
+  auto set_with_kind = [&](char kind) {
+    std::string b(set_body);
+    b[set_kind_at] = kind;
+    return b;
+  };
+
   struct Case {
     const char* name;
     Op op;
@@ -503,6 +518,23 @@ TEST_F(ServerInputTest, BodiesThatFailToDecodeAreRefusedAndClosed) {
       {"WRITE_SNAPSHOT naming no reducer", Op::kWriteSnapshot,
        write_without_reducer.substr(kFrameHeaderBytes)},
       {"LIST_SNAPSHOTS whose name runs past the frame", Op::kListSnapshots,
+       std::string("\x20"
+                   "abc")},
+      {"READ_HEAD with a body", Op::kReadHead, std::string(1, '\0')},
+      {"READ_ALL_RANGE cut short", Op::kReadAllRange,
+       std::string(range_body.substr(0, range_body.size() - 1))},
+      {"READ_ALL_RANGE with filter kind 3", Op::kReadAllRange,
+       [&] {
+         std::string b(range_body);
+         b[8 + 8 + 4] = 3;
+         return b;
+       }()},
+      {"GET_CHECKPOINT naming no consumer", Op::kGetCheckpoint, std::string(1, '\0')},
+      {"SET_CHECKPOINT with expectation kind 3", Op::kSetCheckpoint, set_with_kind(3)},
+      {"SET_CHECKPOINT expecting any with a position", Op::kSetCheckpoint, set_with_kind(0)},
+      {"SET_CHECKPOINT cut short", Op::kSetCheckpoint, std::string(set_body.substr(0, set_body.size() - 1))},
+      {"DELETE_CHECKPOINT with a trailing byte", Op::kDeleteCheckpoint, std::string("\x01" "ax")},
+      {"LIST_CHECKPOINTS whose prefix runs past the frame", Op::kListCheckpoints,
        std::string("\x20"
                    "abc")},
   };

@@ -2,58 +2,13 @@
 
 #include <sqlite3.h>
 
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
-
 #include <chrono>
 #include <limits>
 #include <set>
 
+#include "sqlite_util.h"
+
 namespace annal {
-
-// One prepared statement, finalized on scope exit.
-class SnapshotStmt {
- public:
-  SnapshotStmt(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-  }
-  ~SnapshotStmt() { sqlite3_finalize(stmt_); }
-  SnapshotStmt(const SnapshotStmt&) = delete;
-  SnapshotStmt& operator=(const SnapshotStmt&) = delete;
-
-  Status Prepared(const std::string& path) const {
-    if (rc_ == SQLITE_OK) return Status::Ok();
-    return Status::IoError(path + ": " + sqlite3_errmsg(db_));
-  }
-  void Text(int i, std::string_view s) {
-    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-  }
-  void Blob(int i, std::string_view s) {
-    sqlite3_bind_blob(stmt_, i, s.empty() ? "" : s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-  }
-  void Int(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  // Ready to bind and run again.
-  void Reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  // SQLITE_ROW, SQLITE_DONE or an error code.
-  int Step() { return sqlite3_step(stmt_); }
-  int64_t ColInt(int i) const { return sqlite3_column_int64(stmt_, i); }
-  std::string ColText(int i) const {
-    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, i));
-    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, i))) : std::string();
-  }
-  std::string ColBlob(int i) const {
-    auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, i));
-    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, i))) : std::string();
-  }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-};
 
 namespace {
 
@@ -83,35 +38,11 @@ INSERT OR IGNORE INTO annal_meta (key, value) VALUES ('format_version', 1);
 INSERT OR IGNORE INTO annal_meta (key, value) VALUES ('taker_position', 0);
 )sql";
 
-Status Exec(sqlite3* db, const char* sql, const std::string& path) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) == SQLITE_OK) return Status::Ok();
-  std::string message = err ? err : sqlite3_errmsg(db);
-  sqlite3_free(err);
-  return Status::IoError(path + ": " + message);
-}
-
-Status StepError(sqlite3* db, const std::string& path) {
-  return Status::IoError(path + ": " + sqlite3_errmsg(db));
-}
-
-Result<sqlite3*> OpenConnection(const std::string& path, bool create) {
-  sqlite3* db = nullptr;
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
-    std::string message = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close(db);
-    return Status::IoError("cannot open snapshot store " + path + ": " + message);
-  }
-  sqlite3_busy_timeout(db, 5000);
-  return db;
-}
-
-// Columns every snapshot query selects, in SnapshotStmt column order.
+// Columns every snapshot query selects, in SqlStmt column order.
 constexpr const char* kColumns =
     "stream, reducer, schema_version, version, position, recorded_at_ns, taken_at_ns, state, checksum";
 
-Snapshot RowToSnapshot(const SnapshotStmt& q, uint64_t* checksum) {
+Snapshot RowToSnapshot(const SqlStmt& q, uint64_t* checksum) {
   Snapshot s;
   s.stream = q.ColText(0);
   s.reducer = q.ColText(1);
@@ -134,38 +65,32 @@ std::string Describe(const Snapshot& s) {
 }  // namespace
 
 uint64_t SnapshotChecksum(const Snapshot& s) {
-  XXH3_state_t st;
-  XXH3_64bits_reset(&st);
-  auto put_u64 = [&](uint64_t v) { XXH3_64bits_update(&st, &v, sizeof v); };
-  auto put_str = [&](std::string_view v) {
-    put_u64(v.size());
-    XXH3_64bits_update(&st, v.data(), v.size());
-  };
-  put_str(s.stream);
-  put_str(s.reducer);
-  put_u64(s.schema_version);
-  put_u64(s.version.get());
-  put_u64(s.position.get());
-  put_u64(static_cast<uint64_t>(s.recorded_at_ns));
-  put_u64(static_cast<uint64_t>(s.taken_at_ns));
-  put_str(s.state);
-  return XXH3_64bits_digest(&st);
+  return RowChecksum()
+      .Str(s.stream)
+      .Str(s.reducer)
+      .U64(s.schema_version)
+      .U64(s.version.get())
+      .U64(s.position.get())
+      .U64(static_cast<uint64_t>(s.recorded_at_ns))
+      .U64(static_cast<uint64_t>(s.taken_at_ns))
+      .Str(s.state)
+      .Digest();
 }
 
 Result<std::unique_ptr<SnapshotStore>> SnapshotStore::Open(const std::string& path, SkipFn skipped) {
   std::unique_ptr<SnapshotStore> store(new SnapshotStore(path, std::move(skipped)));
-  ANNAL_ASSIGN_OR_RETURN(store->write_db_, OpenConnection(path, /*create=*/true));
+  ANNAL_ASSIGN_OR_RETURN(store->write_db_, OpenConnection(path, /*create=*/true, "snapshot store"));
   ANNAL_RETURN_IF_ERROR(Exec(store->write_db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", path));
   ANNAL_RETURN_IF_ERROR(Exec(store->write_db_, kSchema, path));
   {
-    SnapshotStmt q(store->write_db_, "SELECT value FROM annal_meta WHERE key = 'format_version'");
+    SqlStmt q(store->write_db_, "SELECT value FROM annal_meta WHERE key = 'format_version'");
     ANNAL_RETURN_IF_ERROR(q.Prepared(path));
     if (q.Step() != SQLITE_ROW) return StepError(store->write_db_, path);
     if (q.ColInt(0) != kFormatVersion)
       return Status::Corruption(path + ": snapshot store format " + std::to_string(q.ColInt(0)) +
                                 ", this build reads format " + std::to_string(kFormatVersion));
   }
-  ANNAL_ASSIGN_OR_RETURN(store->read_db_, OpenConnection(path, /*create=*/false));
+  ANNAL_ASSIGN_OR_RETURN(store->read_db_, OpenConnection(path, /*create=*/false, "snapshot store"));
   return store;
 }
 
@@ -178,13 +103,13 @@ Status SnapshotStore::Put(const std::vector<Write>& writes, std::optional<uint64
   std::lock_guard lock(write_mu_);
   ANNAL_RETURN_IF_ERROR(Exec(write_db_, "BEGIN IMMEDIATE", path_));
   auto body = [&]() -> Status {
-    SnapshotStmt insert(write_db_,
+    SqlStmt insert(write_db_,
                 "INSERT OR REPLACE INTO snapshots (stream, reducer, schema_version, version, position, "
                 "recorded_at_ns, taken_at_ns, state, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
     ANNAL_RETURN_IF_ERROR(insert.Prepared(path_));
     // Retention: below the keep_latest-th newest version, keep only the
     // newest snapshot of each run of ?4 versions (none when ?4 is 0).
-    SnapshotStmt prune(write_db_,
+    SqlStmt prune(write_db_,
                "DELETE FROM snapshots WHERE stream = ?1 AND reducer = ?2 AND version < "
                "(SELECT version FROM snapshots WHERE stream = ?1 AND reducer = ?2 "
                " ORDER BY version DESC LIMIT 1 OFFSET ?3) "
@@ -217,7 +142,7 @@ Status SnapshotStore::Put(const std::vector<Write>& writes, std::optional<uint64
       if (prune.Step() != SQLITE_DONE) return StepError(write_db_, path_);
     }
     if (taker_position) {
-      SnapshotStmt meta(write_db_, "UPDATE annal_meta SET value = ?1 WHERE key = 'taker_position'");
+      SqlStmt meta(write_db_, "UPDATE annal_meta SET value = ?1 WHERE key = 'taker_position'");
       meta.Int(1, static_cast<int64_t>(*taker_position));
       if (meta.Step() != SQLITE_DONE) return StepError(write_db_, path_);
     }
@@ -240,7 +165,7 @@ Result<std::optional<Snapshot>> SnapshotStore::NewestAtOrBefore(std::string_view
   std::string sql = std::string("SELECT ") + kColumns +
                     " FROM snapshots WHERE stream = ?1 AND reducer = ?2 AND version <= ?3"
                     " AND recorded_at_ns <= ?4 ORDER BY version DESC";
-  SnapshotStmt q(read_db_, sql.c_str());
+  SqlStmt q(read_db_, sql.c_str());
   ANNAL_RETURN_IF_ERROR(q.Prepared(path_));
   q.Text(1, stream);
   q.Text(2, reducer);
@@ -259,7 +184,7 @@ Result<std::optional<Snapshot>> SnapshotStore::FirstRecordedAfter(std::string_vi
   std::string sql = std::string("SELECT ") + kColumns +
                     " FROM snapshots WHERE stream = ?1 AND recorded_at_ns > ?2"
                     " ORDER BY recorded_at_ns, version";
-  SnapshotStmt q(read_db_, sql.c_str());
+  SqlStmt q(read_db_, sql.c_str());
   ANNAL_RETURN_IF_ERROR(q.Prepared(path_));
   q.Text(1, stream);
   q.Int(2, time_ns);
@@ -270,14 +195,14 @@ Result<std::optional<Snapshot>> SnapshotStore::FirstAtOrAfter(std::string_view s
   std::lock_guard lock(read_mu_);
   std::string sql = std::string("SELECT ") + kColumns +
                     " FROM snapshots WHERE stream = ?1 AND version >= ?2 ORDER BY version";
-  SnapshotStmt q(read_db_, sql.c_str());
+  SqlStmt q(read_db_, sql.c_str());
   ANNAL_RETURN_IF_ERROR(q.Prepared(path_));
   q.Text(1, stream);
   q.Int(2, static_cast<int64_t>(std::min<uint64_t>(version, std::numeric_limits<int64_t>::max())));
   return FirstVerified(q, [](const Snapshot&) { return true; });
 }
 
-Result<std::optional<Snapshot>> SnapshotStore::FirstVerified(SnapshotStmt& q,
+Result<std::optional<Snapshot>> SnapshotStore::FirstVerified(SqlStmt& q,
                                                              const std::function<bool(const Snapshot&)>& usable) {
   for (;;) {
     int rc = q.Step();
@@ -295,7 +220,7 @@ Result<std::optional<Snapshot>> SnapshotStore::FirstVerified(SnapshotStmt& q,
 
 Result<std::vector<Snapshot>> SnapshotStore::List(std::string_view stream) {
   std::lock_guard lock(read_mu_);
-  SnapshotStmt q(read_db_,
+  SqlStmt q(read_db_,
          "SELECT stream, reducer, schema_version, version, position, recorded_at_ns, taken_at_ns, length(state) "
          "FROM snapshots WHERE stream = ?1 ORDER BY version, reducer");
   ANNAL_RETURN_IF_ERROR(q.Prepared(path_));
@@ -320,7 +245,7 @@ Result<std::vector<Snapshot>> SnapshotStore::List(std::string_view stream) {
 
 Result<uint64_t> SnapshotStore::TakerPosition() {
   std::lock_guard lock(read_mu_);
-  SnapshotStmt q(read_db_, "SELECT value FROM annal_meta WHERE key = 'taker_position'");
+  SqlStmt q(read_db_, "SELECT value FROM annal_meta WHERE key = 'taker_position'");
   ANNAL_RETURN_IF_ERROR(q.Prepared(path_));
   if (q.Step() != SQLITE_ROW) return StepError(read_db_, path_);
   return static_cast<uint64_t>(q.ColInt(0));

@@ -72,7 +72,7 @@ class SnapshotStore {
  private:
   SnapshotStore(std::string path, SkipFn skipped) : path_(std::move(path)), skipped_(std::move(skipped)) {}
   // The first row of `q` (on read_db_) that passes its checksum and `usable`.
-  Result<std::optional<Snapshot>> FirstVerified(class SnapshotStmt& q,
+  Result<std::optional<Snapshot>> FirstVerified(class SqlStmt& q,
                                                 const std::function<bool(const Snapshot&)>& usable);
 
   const std::string path_;

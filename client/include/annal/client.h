@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "annal/consumers.h"
 #include "annal/state.h"
 #include "annal/status.h"
 #include "annal/store.h"
@@ -159,6 +160,26 @@ class Client {
   // Every snapshot the server keeps of `stream`, of all reducers, ascending
   // by version; the state bytes are left out (state_size says how many).
   virtual Result<std::vector<Snapshot>> ListSnapshots(const std::string& stream) = 0;
+
+  // Where the global log ends now (READ_HEAD).
+  virtual Result<protocol::HeadInfo> ReadHead() = 0;
+  // Like ReadAll, but never past `until` (inclusive): one slice of the log,
+  // for rebuilds that read several slices in parallel. The page's
+  // next_position passes `until` when the slice is done.
+  virtual Result<AllEventsPage> ReadAllRange(GlobalPosition from, GlobalPosition until, uint32_t max_count,
+                                             const Filter& filter = {}) = 0;
+
+  // Consumer checkpoints kept by the server (annal/consumers.h): std::nullopt
+  // when the consumer has none; Set returns the checkpoint's updated_at and
+  // fails with kWrongExpectedVersion (actual_version: the stored position,
+  // -1 for none) when `expected` does not hold; Delete says whether there
+  // was one; List leaves the blobs out.
+  virtual Result<std::optional<ConsumerCheckpoint>> GetCheckpoint(const std::string& name) = 0;
+  virtual Result<int64_t> SetCheckpoint(const std::string& name, GlobalPosition position,
+                                        const std::string& blob = {},
+                                        CheckpointExpectation expected = CheckpointExpectation::Any()) = 0;
+  virtual Result<bool> DeleteCheckpoint(const std::string& name) = 0;
+  virtual Result<std::vector<ConsumerCheckpoint>> ListCheckpoints(const std::string& prefix = {}) = 0;
 
   // Delivers the stream's events from version `from` on: first those
   // already stored, then each new one as soon as it is durable. Returns once

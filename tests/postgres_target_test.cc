@@ -3,14 +3,10 @@
 // classic and pipelined connections, a taken version is a conflict, reads
 // come newest first, and a lost server is an error rather than a
 // completion. Skipped (only) when the PostgreSQL server is not installed.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,14 +18,15 @@
 #include <string>
 #include <vector>
 
+#include "pg_cluster.h"
 #include "postgres_target.h"
-
-#ifndef ANNAL_SOURCE_DIR
-#error "ANNAL_SOURCE_DIR must name the source tree (set by tests/CMakeLists.txt)"
-#endif
 
 namespace annal::loadgen {
 namespace {
+
+using annal::testing::LastLine;
+using annal::testing::RunClusterScript;
+using annal::testing::ScriptRun;
 
 using Rows = std::vector<std::vector<std::string>>;
 
@@ -38,49 +35,6 @@ constexpr uint32_t kStreams = 50;
 // ends as soon as the server answers.
 constexpr int kNoProgressTimeoutMs = 60'000;
 constexpr const char* kNoProgress = "no progress";
-
-uint16_t FreeLoopbackPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
-
-struct ScriptRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-ScriptRun RunClusterScript(const std::string& args) {
-  std::string command = "bash '" ANNAL_SOURCE_DIR "/bench/pg-cluster.sh' " + args + " 2>&1";
-  ScriptRun run;
-  FILE* f = ::popen(command.c_str(), "r");
-  if (f == nullptr) {
-    run.output = "popen failed";
-    return run;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) run.output.append(buf, n);
-  int status = ::pclose(f);
-  if (WIFEXITED(status)) run.exit_code = WEXITSTATUS(status);
-  return run;
-}
-
-std::string LastLine(std::string s) {
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  size_t nl = s.rfind('\n');
-  return nl == std::string::npos ? s : s.substr(nl + 1);
-}
 
 Request Append(uint64_t tag, uint32_t stream, uint32_t events = 1) {
   Request r;
@@ -160,10 +114,10 @@ class PostgresTargetTest : public ::testing::Test {
     char dir[] = "/tmp/annal-pg-test-XXXXXX";
     ASSERT_NE(::mkdtemp(dir), nullptr);
     dir_ = dir;
-    uint16_t port = FreeLoopbackPort();
+    uint16_t port = annal::testing::FreePgPort();
     ASSERT_NE(port, 0);
     ScriptRun run = RunClusterScript("start '" + dir_ + "' " + std::to_string(port));
-    if (run.exit_code == 3) GTEST_SKIP() << run.output;
+    if (run.exit_code == annal::testing::kPgNotInstalled) GTEST_SKIP() << run.output;
     ASSERT_EQ(run.exit_code, 0) << run.output;
     conninfo_ = LastLine(run.output);
     ASSERT_EQ(conninfo_.rfind("postgresql://", 0), 0u) << run.output;

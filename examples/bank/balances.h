@@ -51,13 +51,20 @@
 // transaction at a time anyway). PostgreSQL: one connection per rebuild
 // slice for rebuild batches, each under its own mutex, and one more for
 // everything else.
+//
+// Code. The algorithm above is written once, in balances.cc, over the narrow
+// interface in namespace sql below; sqlite_balances.cc and
+// postgres_balances.cc implement that interface and nothing else.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "annal/projection.h"
 #include "annal/status.h"

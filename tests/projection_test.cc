@@ -547,6 +547,95 @@ TEST_F(ProjectionTest, HandlerErrorDuringARebuildStopsItWithoutACheckpoint) {
   EXPECT_FALSE(cp->has_value()) << "an unfinished rebuild leaves no checkpoint";
 }
 
+// A Client whose SET_CHECKPOINT is sent twice, as after a connection lost
+// before the first answer arrived: the first lands, and the resend meets it
+// (WRONG_EXPECTED_VERSION with the stored position). Everything else is
+// passed through to `inner`.
+class ResendingClient final : public Client {
+ public:
+  explicit ResendingClient(Client& inner) : inner_(inner) {}
+  Result<int64_t> SetCheckpoint(const std::string& name, GlobalPosition position, const std::string& blob,
+                                CheckpointExpectation expected) override {
+    auto first = inner_.SetCheckpoint(name, position, blob, expected);
+    if (!first.ok()) return first;
+    return inner_.SetCheckpoint(name, position, blob, expected);
+  }
+  Result<std::optional<ConsumerCheckpoint>> GetCheckpoint(const std::string& name) override {
+    return inner_.GetCheckpoint(name);
+  }
+  void AppendAsync(std::string stream, ExpectedVersion expected, std::vector<EventData> events,
+                   AppendCallback done) override {
+    inner_.AppendAsync(std::move(stream), expected, std::move(events), std::move(done));
+  }
+  Result<AppendResult> Append(std::string stream, ExpectedVersion expected, std::vector<EventData> events) override {
+    return inner_.Append(std::move(stream), expected, std::move(events));
+  }
+  Result<std::vector<RecordedEvent>> ReadStream(const std::string& stream, StreamVersion from,
+                                                ReadDirection direction, uint32_t max_count) override {
+    return inner_.ReadStream(stream, from, direction, max_count);
+  }
+  Result<client::AllEventsPage> ReadAll(GlobalPosition from, uint32_t max_count, const Filter& filter) override {
+    return inner_.ReadAll(from, max_count, filter);
+  }
+  Result<StreamInfo> GetStreamInfo(const std::string& stream) override { return inner_.GetStreamInfo(stream); }
+  Status Ping() override { return inner_.Ping(); }
+  void LoadStateAsync(std::string stream, StateTarget target, StateCallback done) override {
+    inner_.LoadStateAsync(std::move(stream), target, std::move(done));
+  }
+  Result<State> LoadState(const std::string& stream, StateTarget target) override {
+    return inner_.LoadState(stream, target);
+  }
+  Result<StatePlan> LoadStatePlan(const std::string& stream, StateTarget target, const std::string& reducer,
+                                  uint32_t schema_version, uint32_t max_events) override {
+    return inner_.LoadStatePlan(stream, target, reducer, schema_version, max_events);
+  }
+  Result<int64_t> WriteSnapshot(const Snapshot& snapshot) override { return inner_.WriteSnapshot(snapshot); }
+  Result<std::vector<Snapshot>> ListSnapshots(const std::string& stream) override {
+    return inner_.ListSnapshots(stream);
+  }
+  Result<protocol::HeadInfo> ReadHead() override { return inner_.ReadHead(); }
+  Result<client::AllEventsPage> ReadAllRange(GlobalPosition from, GlobalPosition until, uint32_t max_count,
+                                             const Filter& filter) override {
+    return inner_.ReadAllRange(from, until, max_count, filter);
+  }
+  Result<bool> DeleteCheckpoint(const std::string& name) override { return inner_.DeleteCheckpoint(name); }
+  Result<std::vector<ConsumerCheckpoint>> ListCheckpoints(const std::string& prefix) override {
+    return inner_.ListCheckpoints(prefix);
+  }
+  Result<std::unique_ptr<client::Subscription>> SubscribeToStream(const std::string& stream, StreamVersion from,
+                                                                  client::SubscriptionHandler handler) override {
+    return inner_.SubscribeToStream(stream, from, std::move(handler));
+  }
+  Result<std::unique_ptr<client::Subscription>> SubscribeToAll(GlobalPosition from, const Filter& filter,
+                                                               client::SubscriptionHandler handler) override {
+    return inner_.SubscribeToAll(from, filter, std::move(handler));
+  }
+
+ private:
+  Client& inner_;
+};
+
+// Regression: a resent SET that meets its own first write is not a
+// conflict; one that meets another keeper's write at the same position is.
+TEST_F(ProjectionTest, ResentCheckpointMeetingItsOwnWriteIsNotAConflict) {
+  ResendingClient resending(*client_);
+  ServerCheckpoint mine(resending, "resent");
+  ASSERT_EQ(mine.Load()->get(), 0u);
+  Status first = mine.Save(GlobalPosition(5));
+  EXPECT_TRUE(first.ok()) << first.ToString();
+  Status next = mine.Save(GlobalPosition(9));
+  EXPECT_TRUE(next.ok()) << next.ToString();
+  EXPECT_EQ(StoredCheckpoint("resent"), 9u);
+
+  // Another keeper got to 12 first: the stored position equals ours, but
+  // the write was not ours.
+  ServerCheckpoint other(*client_, "resent");
+  ASSERT_EQ(other.Load()->get(), 9u);
+  ASSERT_TRUE(other.Save(GlobalPosition(12)).ok());
+  Status taken = mine.Save(GlobalPosition(12));
+  EXPECT_EQ(taken.code(), StatusCode::kWrongExpectedVersion) << taken.ToString();
+}
+
 TEST_F(ProjectionTest, SecondRunnerOfTheSameConsumerConflictsInsteadOfOverwriting) {
   // The keepers alone: the second Save expected no checkpoint and finds one.
   ServerCheckpoint a(*client_, "shared-keeper"), b(*client_, "shared-keeper");

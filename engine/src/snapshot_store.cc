@@ -42,7 +42,8 @@ INSERT OR IGNORE INTO annal_meta (key, value) VALUES ('taker_position', 0);
 constexpr const char* kColumns =
     "stream, reducer, schema_version, version, position, recorded_at_ns, taken_at_ns, state, checksum";
 
-Snapshot RowToSnapshot(const SqlStmt& q, uint64_t* checksum) {
+// Columns 0..6 of kColumns: every field but the state and the checksum.
+Snapshot RowFields(const SqlStmt& q) {
   Snapshot s;
   s.stream = q.ColText(0);
   s.reducer = q.ColText(1);
@@ -51,6 +52,11 @@ Snapshot RowToSnapshot(const SqlStmt& q, uint64_t* checksum) {
   s.position = GlobalPosition(static_cast<uint64_t>(q.ColInt(4)));
   s.recorded_at_ns = q.ColInt(5);
   s.taken_at_ns = q.ColInt(6);
+  return s;
+}
+
+Snapshot RowToSnapshot(const SqlStmt& q, uint64_t* checksum) {
+  Snapshot s = RowFields(q);
   s.state = q.ColBlob(7);
   s.state_size = s.state.size();
   *checksum = static_cast<uint64_t>(q.ColInt(8));
@@ -230,14 +236,7 @@ Result<std::vector<Snapshot>> SnapshotStore::List(std::string_view stream) {
     int rc = q.Step();
     if (rc == SQLITE_DONE) return out;
     if (rc != SQLITE_ROW) return StepError(read_db_, path_);
-    Snapshot s;
-    s.stream = q.ColText(0);
-    s.reducer = q.ColText(1);
-    s.schema_version = static_cast<uint32_t>(q.ColInt(2));
-    s.version = StreamVersion(static_cast<uint64_t>(q.ColInt(3)));
-    s.position = GlobalPosition(static_cast<uint64_t>(q.ColInt(4)));
-    s.recorded_at_ns = q.ColInt(5);
-    s.taken_at_ns = q.ColInt(6);
+    Snapshot s = RowFields(q);
     s.state_size = static_cast<uint64_t>(q.ColInt(7));
     out.push_back(std::move(s));
   }

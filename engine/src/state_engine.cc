@@ -30,8 +30,9 @@ int64_t NowNs() {
 // Events read from the log at a time while loading.
 constexpr size_t kLoadChunk = 1024;
 
-// Called for each event of a load in version order; sets *stop to end it.
-using Visit = std::function<Status(RecordedEvent&& event, bool* stop)>;
+// Called for each event of a load in version order; sets *enough when it
+// wants no more events.
+using Visit = std::function<Status(RecordedEvent&& event, bool* enough)>;
 
 struct Walked {
   std::optional<Snapshot> snapshot;
@@ -77,62 +78,19 @@ class StateEngineImpl final : public StateEngine {
 
   Result<State> Load(std::string_view stream, StateTarget target, const Reducer* reducer) override {
     loads_.fetch_add(1, std::memory_order_relaxed);
-    std::shared_ptr<const Reducer> configured;
-    if (reducer == nullptr) {
-      configured = ReducerFor(stream);
-      if (!configured)
-        return Status::Unavailable("no reducer is configured for category '" +
-                                   std::string(StreamCategory(stream)) + "'");
-      reducer = configured.get();
-    }
-    State out;
-    out.stream = std::string(stream);
-    out.reducer = reducer->name();
-    out.schema_version = reducer->schema_version();
-    // Events are folded a chunk at a time, so a reducer decodes its state
-    // once per chunk (Reducer::ApplyAll).
-    std::vector<RecordedEvent> pending;
-    auto flush = [&]() -> Status {
-      if (pending.empty()) return Status::Ok();
-      if (!out.snapshot_version && out.events_folded == 0) out.state = reducer->Initial();
-      size_t applied = 0;
-      Status s = reducer->ApplyAll(&out.state, pending, &applied);
-      out.events_folded += applied;
-      if (!s.ok())
-        return s.WithContext("stream '" + out.stream + "' version " +
-                             std::to_string(pending[std::min(applied, pending.size() - 1)].version.get()));
-      pending.clear();
-      return Status::Ok();
-    };
-    Visit fold = [&](RecordedEvent&& e, bool*) -> Status {
-      pending.push_back(std::move(e));
-      return pending.size() >= kLoadChunk ? flush() : Status::Ok();
-    };
-    ANNAL_ASSIGN_OR_RETURN(Walked w, Walk(stream, target, reducer->name(), reducer->schema_version(),
-                                          [&](const Snapshot& snap) {
-                                            out.state = snap.state;
-                                            out.snapshot_version = snap.version;
-                                          },
-                                          fold));
-    ANNAL_RETURN_IF_ERROR(flush());
-    out.version = StreamVersion(w.target_version);
-    out.recorded_at_ns = w.target_recorded_at_ns;
-    return out;
+    return Fold(stream, target, reducer);
   }
 
   Result<StatePlan> Plan(std::string_view stream, StateTarget target, std::string_view reducer,
                          uint32_t schema_version, size_t max_events) override {
     loads_.fetch_add(1, std::memory_order_relaxed);
     StatePlan plan;
-    bool exact = target.kind != StateTarget::Kind::kTime;
-    Visit collect = [&](RecordedEvent&& e, bool* stop) -> Status {
+    Visit collect = [&](RecordedEvent&& e, bool* enough) -> Status {
       if (plan.events.size() < max_events) {
         plan.events.push_back(std::move(e));
       } else {
         plan.complete = false;
-        // An exact target is known already; a time target is found by
-        // reading on to the first event past it.
-        *stop = exact;
+        *enough = true;
       }
       return Status::Ok();
     };
@@ -202,6 +160,51 @@ class StateEngineImpl final : public StateEngine {
     return it == options_.policies.end() ? options_.policy : it->second;
   }
 
+  // Load without counting it: the taker's folds are not clients' loads.
+  Result<State> Fold(std::string_view stream, StateTarget target, const Reducer* reducer) {
+    std::shared_ptr<const Reducer> configured;
+    if (reducer == nullptr) {
+      configured = ReducerFor(stream);
+      if (!configured)
+        return Status::Unavailable("no reducer is configured for category '" +
+                                   std::string(StreamCategory(stream)) + "'");
+      reducer = configured.get();
+    }
+    State out;
+    out.stream = std::string(stream);
+    out.reducer = reducer->name();
+    out.schema_version = reducer->schema_version();
+    // Events are folded a chunk at a time, so a reducer decodes its state
+    // once per chunk (Reducer::ApplyAll).
+    std::vector<RecordedEvent> pending;
+    auto flush = [&]() -> Status {
+      if (pending.empty()) return Status::Ok();
+      if (!out.snapshot_version && out.events_folded == 0) out.state = reducer->Initial();
+      size_t applied = 0;
+      Status s = reducer->ApplyAll(&out.state, pending, &applied);
+      out.events_folded += applied;
+      if (!s.ok())
+        return s.WithContext("stream '" + out.stream + "' version " +
+                             std::to_string(pending[std::min(applied, pending.size() - 1)].version.get()));
+      pending.clear();
+      return Status::Ok();
+    };
+    Visit fold = [&](RecordedEvent&& e, bool*) -> Status {
+      pending.push_back(std::move(e));
+      return pending.size() >= kLoadChunk ? flush() : Status::Ok();
+    };
+    ANNAL_ASSIGN_OR_RETURN(Walked w, Walk(stream, target, reducer->name(), reducer->schema_version(),
+                                          [&](const Snapshot& snap) {
+                                            out.state = snap.state;
+                                            out.snapshot_version = snap.version;
+                                          },
+                                          fold));
+    ANNAL_RETURN_IF_ERROR(flush());
+    out.version = StreamVersion(w.target_version);
+    out.recorded_at_ns = w.target_recorded_at_ns;
+    return out;
+  }
+
   // Resolves `target`, finds the newest usable snapshot of `reducer` at
   // `schema_version` before it (`on_snapshot` sees it) and visits the events
   // after the snapshot up to the target, in order.
@@ -264,8 +267,10 @@ class StateEngineImpl final : public StateEngine {
       w.target_recorded_at_ns = w.snapshot->recorded_at_ns;
       from = w.target_version + 1;
     }
-    bool stop = false;
-    while (!stop && from <= max_version) {
+    // Once the visitor has enough, an exact target is known; a time target
+    // is still found by reading on to the first event past it.
+    bool wanted = true, done = false;
+    while (!done && from <= max_version) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(kLoadChunk, max_version - from + 1));
       ANNAL_ASSIGN_OR_RETURN(auto events,
                              near.get() != 0
@@ -274,18 +279,24 @@ class StateEngineImpl final : public StateEngine {
       if (events.empty()) break;
       for (RecordedEvent& e : events) {
         if (e.recorded_at_ns > max_time) {
-          stop = true;
+          done = true;
           break;
         }
         w.any = true;
         w.target_version = e.version.get();
         w.target_recorded_at_ns = e.recorded_at_ns;
-        ANNAL_RETURN_IF_ERROR(visit(std::move(e), &stop));
-        if (stop) break;
+        if (!wanted) continue;
+        bool enough = false;
+        ANNAL_RETURN_IF_ERROR(visit(std::move(e), &enough));
+        wanted = !enough;
+        if (!wanted && exact) {
+          done = true;
+          break;
+        }
       }
       from += events.size();
     }
-    if (stop && exact && w.target_version < max_version) {
+    if (!wanted && exact && w.target_version < max_version) {
       // The visitor stopped early; the target is still the one asked for.
       ANNAL_ASSIGN_OR_RETURN(auto last, store_->ReadStream(stream, StreamVersion(max_version),
                                                            ReadDirection::kForward, 1));
@@ -329,8 +340,7 @@ class StateEngineImpl final : public StateEngine {
         if (!reducer) continue;
         SnapshotPolicy policy = PolicyFor(e.stream);
         if (policy.every == 0 || (e.version.get() + 1) % policy.every != 0) continue;
-        auto state = Load(e.stream, StateTarget::Version(e.version.get()), reducer.get());
-        loads_.fetch_sub(1, std::memory_order_relaxed);  // not a client's load
+        auto state = Fold(e.stream, StateTarget::Version(e.version.get()), reducer.get());
         if (!state.ok()) {
           taker_errors_.fetch_add(1, std::memory_order_relaxed);
           options_.log("state: no snapshot of '" + e.stream + "' at version " + std::to_string(e.version.get()) +

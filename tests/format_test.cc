@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "checkpoint.h"
@@ -161,58 +162,95 @@ TEST(FormatTest, SegmentFileNamesRoundTrip) {
 }
 
 TEST(FormatTest, CheckpointRoundTripAndDamage) {
-  StreamMap streams;
-  StreamEntry e;
-  for (uint64_t v = 0; v < 300; ++v) e.Add(v, MakeLocation(0, 64 + 100 * v), testing::IdFrom(v), 1000 + v);
-  streams.emplace("account-1", e);
-  SegmentSummary seg{0, 64, 0, 0, {}};
-  seg.NoteBatch(64, 30000, 1, 300);
+  StreamTable streams;
+  for (uint64_t i = 0; i < 1000; ++i)
+    streams.Insert(StreamSlot{StreamHash("account-" + std::to_string(i)), i, MakeLocation(0, 64 + 100 * i),
+                              MakeLocation(0, 64 + i)});
+  SegmentSummary seg{0, 64, 0, 0, 0, 0, {}};
+  seg.NoteBatch(64, 30000, 1, 300, 1299);
   CheckpointHeader h{0, 0, 30064, 300, 1299};
   std::string data = EncodeCheckpoint(h, {&seg}, streams);
   CheckpointHeader h2;
   std::vector<SegmentSummary> segs;
-  StreamMap streams2;
+  StreamTable streams2;
   ASSERT_TRUE(DecodeCheckpoint(data, "ckpt", &h2, &segs, &streams2).ok());
   EXPECT_EQ(h2.tail_offset, 30064u);
   EXPECT_EQ(h2.last_position, 300u);
   ASSERT_EQ(segs.size(), 1u);
   EXPECT_EQ(segs[0].last_position, 300u);
-  const StreamEntry& got = streams2.at("account-1");
-  EXPECT_EQ(got.head_version, 299u);
-  EXPECT_EQ(got.anchor_count, e.anchor_count);
-  EXPECT_EQ(got.anchor_stride, e.anchor_stride);
-  EXPECT_EQ(got.StartFor(100).location, e.StartFor(100).location);
+  EXPECT_EQ(segs[0].first_recorded_at_ns, 1299);
+  ASSERT_EQ(segs[0].samples.size(), 1u);
+  EXPECT_EQ(segs[0].samples[0].recorded_at_ns, 1299);
+  EXPECT_EQ(streams2.size(), 1000u);
+  for (uint64_t i = 0; i < 1000; ++i) {
+    uint64_t hash = StreamHash("account-" + std::to_string(i));
+    const StreamSlot* got = streams2.Find(hash, [](const StreamSlot&) { return true; });
+    ASSERT_NE(got, nullptr);
+    EXPECT_EQ(got->head_version, i);
+    EXPECT_EQ(got->head_location, MakeLocation(0, 64 + 100 * i));
+    EXPECT_EQ(got->first_location, MakeLocation(0, 64 + i));
+  }
   data[data.size() / 2] ^= 1;
   EXPECT_EQ(DecodeCheckpoint(data, "ckpt", &h2, &segs, &streams2).code(), StatusCode::kCorruption);
 }
 
 TEST(FormatTest, CheckpointWithHugeCountsIsRefusedNotThrown) {
-  SegmentSummary seg{0, 64, 0, 0, {}};
-  std::string data = EncodeCheckpoint(CheckpointHeader{0, 0, 64, 0, 0}, {&seg}, StreamMap{});
+  SegmentSummary seg{0, 64, 0, 0, 0, 0, {}};
+  std::string data = EncodeCheckpoint(CheckpointHeader{0, 0, 64, 0, 0}, {&seg}, StreamTable{});
   // stream_count sits after magic(8) version(4) partition(4) tail(8) last(8) time(8) segments(4).
   Put64(reinterpret_cast<uint8_t*>(data.data()) + 44, ~0ull);
   size_t body = data.size() - 8;
   Put64(reinterpret_cast<uint8_t*>(data.data()) + body, Checksum(data.data(), body));
   CheckpointHeader h;
   std::vector<SegmentSummary> segs;
-  StreamMap streams;
+  StreamTable streams;
   EXPECT_EQ(DecodeCheckpoint(data, "ckpt", &h, &segs, &streams).code(), StatusCode::kCorruption);
 }
 
-TEST(StreamEntryTest, AnchorsStayBoundedAndSpread) {
-  StreamEntry e;
-  for (uint64_t v = 0; v < 100000; ++v) {
-    e.Add(v, v * 10, testing::IdFrom(v), static_cast<int64_t>(v));
-    ASSERT_LE(e.anchor_count, limits::kStreamAnchors);
+TEST(StreamTableTest, CollidingHashesGetTheirOwnSlots) {
+  StreamTable t;
+  // 10,000 streams, and 50 pairs sharing a hash as colliding names would.
+  for (uint64_t i = 0; i < 10000; ++i) t.Insert(StreamSlot{i * 0x9E3779B97F4A7C15ull, i, 64 + i, 64 + i});
+  for (uint64_t i = 0; i < 50; ++i) t.Insert(StreamSlot{i * 0x9E3779B97F4A7C15ull, 7, 1'000'000 + i, 1'000'000 + i});
+  EXPECT_EQ(t.size(), 10050u);
+  EXPECT_LE(t.size(), static_cast<size_t>(t.memory_bytes() / sizeof(StreamSlot) * StreamTable::kMaxLoad) + 1);
+  for (uint64_t i = 0; i < 10000; ++i) {
+    uint64_t hash = i * 0x9E3779B97F4A7C15ull;
+    std::vector<uint64_t> heads;
+    t.Find(hash, [&](const StreamSlot& s) {
+      heads.push_back(s.head_location);
+      return false;
+    });
+    std::vector<uint64_t> want{64 + i};
+    if (i < 50) want.push_back(1'000'000 + i);
+    std::sort(heads.begin(), heads.end());
+    ASSERT_EQ(heads, want) << i;
   }
-  EXPECT_EQ(e.anchors[0].version, 0u);
-  // The nearest start for any version is at most one stride above it.
-  for (uint64_t v : {0ull, 1ull, 5000ull, 50000ull, 99998ull}) {
-    Anchor a = e.StartFor(v);
-    EXPECT_GE(a.version, v);
-    EXPECT_LE(a.version - v, e.anchor_stride);
-    EXPECT_EQ(a.location, a.version * 10);
-  }
+  EXPECT_EQ(t.Find(12345, [](const StreamSlot&) { return true; }), nullptr);
+}
+
+TEST(SegmentIndexTest, BuilderRunsFollowBackPointers) {
+  SegmentIndexBuilder b(3);
+  // Stream A: versions 10..12 continuing from segment 2; stream B new here;
+  // stream C shares A's hash.
+  b.Add(1, 10, MakeLocation(2, 500), 64);
+  b.Add(2, 0, kNoLocation, 200);
+  b.Add(1, 11, MakeLocation(3, 64), 300);
+  b.Add(1, 0, kNoLocation, 400);  // C
+  b.Add(1, 12, MakeLocation(3, 300), 500);
+  b.Add(1, 1, MakeLocation(3, 400), 600);  // C
+  annal::Run run;
+  ASSERT_TRUE(b.FindAt(1, 500, 0, &run));
+  EXPECT_EQ(run.first_version, 10u);
+  EXPECT_EQ(run.prev_location, MakeLocation(2, 500));
+  EXPECT_EQ(run.offsets, (std::vector<uint32_t>{64, 300, 500}));
+  ASSERT_TRUE(b.FindAt(1, 300, 11, &run));
+  EXPECT_EQ(run.first_version, 11u);
+  EXPECT_EQ(run.offsets, (std::vector<uint32_t>{300}));
+  ASSERT_TRUE(b.FindAt(1, 600, 0, &run));
+  EXPECT_EQ(run.first_version, 0u);
+  EXPECT_EQ(run.offsets, (std::vector<uint32_t>{400, 600}));
+  EXPECT_FALSE(b.FindAt(2, 300, 0, &run));
 }
 
 }  // namespace

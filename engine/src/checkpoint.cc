@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "annal/assert.h"
+#include "annal/limits.h"
 #include "format.h"
 
 namespace annal {
@@ -10,14 +11,19 @@ namespace annal {
 using format::Get32;
 using format::Get64;
 
-void SegmentSummary::NoteBatch(uint32_t offset, uint32_t length, uint64_t first, uint32_t count) {
+void SegmentSummary::NoteBatch(uint32_t offset, uint32_t length, uint64_t first, uint32_t count,
+                               int64_t recorded_at_ns) {
   ANNAL_ASSERT(offset >= end_offset);
   ANNAL_ASSERT(first > last_position);
-  if (first_position == 0) first_position = first;
+  if (first_position == 0) {
+    first_position = first;
+    first_recorded_at_ns = recorded_at_ns;
+  }
   last_position = first + count - 1;
+  last_recorded_at_ns = recorded_at_ns;
   end_offset = offset + length;
   if (samples.empty() || offset - samples.back().offset >= limits::kPositionIndexStrideBytes)
-    samples.push_back(PositionSample{first, offset});
+    samples.push_back(TimeSample{first, recorded_at_ns, offset});
 }
 
 namespace {
@@ -68,10 +74,10 @@ class Reader {
 
 std::string EncodeCheckpoint(const CheckpointHeader& h,
                              const std::vector<const SegmentSummary*>& segments,
-                             const StreamMap& streams) {
+                             const StreamTable& streams) {
   Writer w;
   w.Raw(format::kCheckpointMagic, 8);
-  w.U32(format::kFormatVersion);
+  w.U32(format::kCheckpointVersion);
   w.U32(h.partition);
   w.U32(h.tail_segment);
   w.U32(h.tail_offset);
@@ -84,33 +90,29 @@ std::string EncodeCheckpoint(const CheckpointHeader& h,
     w.U32(s->end_offset);
     w.U64(s->first_position);
     w.U64(s->last_position);
+    w.U64(static_cast<uint64_t>(s->first_recorded_at_ns));
+    w.U64(static_cast<uint64_t>(s->last_recorded_at_ns));
     w.U32(static_cast<uint32_t>(s->samples.size()));
-    for (const PositionSample& p : s->samples) {
+    for (const TimeSample& p : s->samples) {
       w.U64(p.position);
+      w.U64(static_cast<uint64_t>(p.recorded_at_ns));
       w.U32(p.offset);
     }
+    w.U32(static_cast<uint32_t>(s->index.size()));
+    w.Raw(s->index.data(), s->index.size());
   }
-  for (const auto& [name, e] : streams) {
-    w.U8(static_cast<uint8_t>(name.size()));
-    w.Raw(name.data(), name.size());
+  streams.ForEach([&](const StreamSlot& e) {
+    w.U64(e.hash);
     w.U64(e.head_version);
     w.U64(e.head_location);
-    w.Raw(e.head_event_id.data(), 16);
-    w.U64(static_cast<uint64_t>(e.first_recorded_at_ns));
-    w.U64(static_cast<uint64_t>(e.last_recorded_at_ns));
-    w.U32(e.anchor_stride);
-    w.U8(e.anchor_count);
-    for (uint8_t i = 0; i < e.anchor_count; ++i) {
-      w.U64(e.anchors[i].version);
-      w.U64(e.anchors[i].location);
-    }
-  }
+    w.U64(e.first_location);
+  });
   w.U64(format::Checksum(w.str().data(), w.str().size()));
   return std::move(w.str());
 }
 
 Status DecodeCheckpoint(std::string_view data, const std::string& file, CheckpointHeader* h,
-                        std::vector<SegmentSummary>* segments, StreamMap* streams) {
+                        std::vector<SegmentSummary>* segments, StreamTable* streams) {
   auto bad = [&](const char* why) { return Status::Corruption(file + ": " + why); };
   if (data.size() < 8 + 8 || std::memcmp(data.data(), format::kCheckpointMagic, 8) != 0)
     return bad("not an annal checkpoint (bad magic)");
@@ -121,39 +123,35 @@ Status DecodeCheckpoint(std::string_view data, const std::string& file, Checkpoi
   Reader r(data.substr(8, body - 8));
   uint32_t version = 0, segment_count = 0;
   uint64_t stream_count = 0;
-  if (!r.U32(&version) || version != format::kFormatVersion) return bad("unsupported version");
+  if (!r.U32(&version) || version != format::kCheckpointVersion) return bad("unsupported version");
   if (!r.U32(&h->partition) || !r.U32(&h->tail_segment) || !r.U32(&h->tail_offset) ||
       !r.U64(&h->last_position) || !r.I64(&h->last_recorded_at_ns) || !r.U32(&segment_count) ||
       !r.U64(&stream_count))
     return bad("truncated header");
   // Counts come from the file: bound them by the bytes left before sizing.
-  if (!r.CouldHold(segment_count, 28) || !r.CouldHold(stream_count, 55)) return bad("counts exceed the file");
+  if (!r.CouldHold(segment_count, 48) || !r.CouldHold(stream_count, 32)) return bad("counts exceed the file");
   segments->resize(segment_count);
   for (SegmentSummary& s : *segments) {
     uint32_t n = 0;
     if (!r.U32(&s.id) || !r.U32(&s.end_offset) || !r.U64(&s.first_position) ||
-        !r.U64(&s.last_position) || !r.U32(&n))
+        !r.U64(&s.last_position) || !r.I64(&s.first_recorded_at_ns) ||
+        !r.I64(&s.last_recorded_at_ns) || !r.U32(&n))
       return bad("truncated segment summary");
-    if (!r.CouldHold(n, 12)) return bad("sample count exceeds the file");
+    if (!r.CouldHold(n, 20)) return bad("sample count exceeds the file");
     s.samples.resize(n);
-    for (PositionSample& p : s.samples)
-      if (!r.U64(&p.position) || !r.U32(&p.offset)) return bad("truncated position sample");
+    for (TimeSample& p : s.samples)
+      if (!r.U64(&p.position) || !r.I64(&p.recorded_at_ns) || !r.U32(&p.offset))
+        return bad("truncated position sample");
+    uint32_t index_len = 0;
+    if (!r.U32(&index_len) || !r.Str(&s.index, index_len)) return bad("truncated segment index");
   }
-  streams->reserve(stream_count);
+  streams->Reserve(stream_count);
   for (uint64_t i = 0; i < stream_count; ++i) {
-    uint8_t len = 0;
-    std::string name;
-    StreamEntry e;
-    if (!r.U8(&len) || len == 0 || !r.Str(&name, len) || !r.U64(&e.head_version) ||
-        !r.U64(&e.head_location) || !r.Raw(e.head_event_id.data(), 16) ||
-        !r.I64(&e.first_recorded_at_ns) || !r.I64(&e.last_recorded_at_ns) ||
-        !r.U32(&e.anchor_stride) || !r.U8(&e.anchor_count) ||
-        e.anchor_count > e.anchors.size() || e.anchor_stride == 0)
+    StreamSlot e;
+    if (!r.U64(&e.hash) || !r.U64(&e.head_version) || !r.U64(&e.head_location) ||
+        !r.U64(&e.first_location) || e.empty() || e.first_location == 0)
       return bad("truncated or invalid stream entry");
-    for (uint8_t a = 0; a < e.anchor_count; ++a)
-      if (!r.U64(&e.anchors[a].version) || !r.U64(&e.anchors[a].location))
-        return bad("truncated anchor");
-    if (!streams->emplace(std::move(name), e).second) return bad("duplicate stream entry");
+    streams->Insert(e);
   }
   if (!r.done()) return bad("trailing bytes");
   return Status::Ok();

@@ -4,17 +4,21 @@
 // replaced atomically; a checkpoint that fails its checksum is ignored and
 // the whole log is replayed instead (checkpoints are an optimisation).
 //
-//   checkpoint := magic[8] version:u32 partition:u32
+//   checkpoint := magic[8] version:u32 (2) partition:u32
 //                 tail_segment:u32 tail_offset:u32 last_position:u64
 //                 last_recorded_at_ns:i64 segment_count:u32 stream_count:u64
 //                 segment{segment_count} stream{stream_count} checksum:u64
 //   segment    := id:u32 end_offset:u32 first_position:u64 last_position:u64
-//                 sample_count:u32 (position:u64 offset:u32){sample_count}
-//   stream     := name_len:u8 name head_version:u64 head_location:u64
-//                 head_event_id[16] first_recorded_at_ns:i64
-//                 last_recorded_at_ns:i64 anchor_stride:u32 anchor_count:u8
-//                 (version:u64 location:u64){anchor_count}
+//                 first_recorded_at_ns:i64 last_recorded_at_ns:i64
+//                 sample_count:u32
+//                 (position:u64 recorded_at_ns:i64 offset:u32){sample_count}
+//                 index_len:u32 index[index_len]
+//   stream     := hash:u64 head_version:u64 head_location:u64 first_location:u64
 //   checksum   := XXH3-64 of every byte before it
+//
+// Samples, and the segment's stream index (in the index file's encoding,
+// segment_index.h), are kept only for segments whose index file is not
+// written yet; index_len is 0 for the others.
 #pragma once
 
 #include <cstdint>
@@ -23,16 +27,10 @@
 #include <vector>
 
 #include "annal/status.h"
+#include "segment_index.h"
 #include "stream_index.h"
 
 namespace annal {
-
-// One sample of a segment's sparse position index: a batch starting at
-// `offset` whose first event has `position`.
-struct PositionSample {
-  uint64_t position = 0;
-  uint32_t offset = 0;
-};
 
 // What the partition keeps in memory about one segment.
 struct SegmentSummary {
@@ -40,10 +38,18 @@ struct SegmentSummary {
   uint32_t end_offset = 0;       // end of durable data
   uint64_t first_position = 0;   // 0 while the segment holds no batch
   uint64_t last_position = 0;
-  std::vector<PositionSample> samples;  // ascending; at most one per stride of bytes
+  int64_t first_recorded_at_ns = 0;
+  int64_t last_recorded_at_ns = 0;
+  // Ascending; at most one per limits::kPositionIndexStrideBytes. Moved to
+  // the segment's index file when it is written.
+  std::vector<TimeSample> samples;
+  // In a checkpoint only: the encoded index of a segment without an index
+  // file (SegmentIndexBuilder::Encode).
+  std::string index;
 
   // Records a durable batch at `offset` of `length` bytes.
-  void NoteBatch(uint32_t offset, uint32_t length, uint64_t first, uint32_t count);
+  void NoteBatch(uint32_t offset, uint32_t length, uint64_t first, uint32_t count,
+                 int64_t recorded_at_ns);
 };
 
 struct CheckpointHeader {
@@ -56,10 +62,10 @@ struct CheckpointHeader {
 
 std::string EncodeCheckpoint(const CheckpointHeader& header,
                              const std::vector<const SegmentSummary*>& segments,
-                             const StreamMap& streams);
+                             const StreamTable& streams);
 
 // Parses and verifies a checkpoint. kCorruption names `file`.
 Status DecodeCheckpoint(std::string_view data, const std::string& file, CheckpointHeader* header,
-                        std::vector<SegmentSummary>* segments, StreamMap* streams);
+                        std::vector<SegmentSummary>* segments, StreamTable* streams);
 
 }  // namespace annal

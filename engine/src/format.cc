@@ -1,5 +1,7 @@
 #include "format.h"
 
+#include <atomic>
+
 // XXH3_state_t on the stack needs the static-linking definitions.
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
@@ -48,9 +50,10 @@ bool ParseSegmentFileName(std::string_view name, uint32_t* segment_id) {
 
 uint64_t Checksum(const void* data, size_t len) { return XXH3_64bits(data, len); }
 
-void EncodeSegmentHeader(const SegmentHeader& h, uint8_t out[kSegmentHeaderBytes]) {
+void EncodeSegmentHeader(const SegmentHeader& h, uint8_t out[kSegmentHeaderBytes],
+                         const char (&magic)[8]) {
   std::memset(out, 0, kSegmentHeaderBytes);
-  std::memcpy(out, kSegmentMagic, 8);
+  std::memcpy(out, magic, 8);
   Put32(out + 8, kFormatVersion);
   Put32(out + 12, h.partition);
   Put64(out + 16, h.segment_id);
@@ -60,9 +63,10 @@ void EncodeSegmentHeader(const SegmentHeader& h, uint8_t out[kSegmentHeaderBytes
 }
 
 Status DecodeSegmentHeader(const uint8_t in[kSegmentHeaderBytes], const std::string& file,
-                           SegmentHeader* h) {
-  if (std::memcmp(in, kSegmentMagic, 8) != 0)
-    return Status::Corruption(file + " at offset 0: not an annal segment (bad magic)");
+                           SegmentHeader* h, const char (&magic)[8]) {
+  if (std::memcmp(in, magic, 8) != 0)
+    return Status::Corruption(file + " at offset 0: not an annal segment (bad magic; expected \"" +
+                              std::string(magic, 8) + "\")");
   if (Get64(in + kSegmentHeaderChecksumOffset) != Checksum(in, kSegmentHeaderChecksumOffset))
     return Status::Corruption(file + " at offset 0: segment header checksum mismatch");
   uint32_t version = Get32(in + 8);
@@ -240,4 +244,12 @@ uint32_t PartitionForStream(std::string_view stream, uint32_t partitions) {
   ANNAL_ASSERT(partitions > 0);
   return static_cast<uint32_t>(Checksum(stream.data(), stream.size()) % partitions);
 }
+}  // namespace annal::format
+
+namespace annal::format {
+static std::atomic<uint64_t> stream_hash_mask{~0ull};
+uint64_t StreamHash(std::string_view stream) {
+  return XXH3_64bits_withSeed(stream.data(), stream.size(), 1) & stream_hash_mask.load(std::memory_order_relaxed);
+}
+void SetStreamHashMaskForTesting(uint64_t mask) { stream_hash_mask = mask; }
 }  // namespace annal::format

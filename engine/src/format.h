@@ -80,6 +80,9 @@ inline constexpr uint32_t kMaxSegmentId = 99'999'999;
 inline constexpr char kManifestMagic[8] = {'A', 'N', 'N', 'A', 'L', 'M', 'A', 'N'};
 inline constexpr size_t kManifestBytes = 64;
 inline constexpr char kCheckpointMagic[8] = {'A', 'N', 'N', 'A', 'L', 'C', 'K', 'P'};
+// Version 2 keeps stream hashes, not names (stream_index.h); a version 1
+// checkpoint is ignored and the log replayed.
+inline constexpr uint32_t kCheckpointVersion = 2;
 
 // --- names of files, made and parsed here only
 std::string ManifestName();                     // "MANIFEST"
@@ -113,10 +116,13 @@ struct SegmentHeader {
   uint64_t segment_bytes = 0;
   uint32_t partitions = 0;
 };
-void EncodeSegmentHeader(const SegmentHeader& h, uint8_t out[kSegmentHeaderBytes]);
+// `magic` is kSegmentMagic for a segment as written; a sealed segment's
+// header has the same layout with its own magic (sealed.h).
+void EncodeSegmentHeader(const SegmentHeader& h, uint8_t out[kSegmentHeaderBytes],
+                         const char (&magic)[8] = kSegmentMagic);
 // kCorruption naming `file` when magic, version or checksum is wrong.
 Status DecodeSegmentHeader(const uint8_t in[kSegmentHeaderBytes], const std::string& file,
-                           SegmentHeader* h);
+                           SegmentHeader* h, const char (&magic)[8] = kSegmentMagic);
 
 // --- batch header
 struct BatchHeader {
@@ -173,4 +179,12 @@ namespace annal::format {
 // Which partition holds a stream: XXH3-64 of its name modulo the partition
 // count. Part of the on-disk contract: changing it strands existing streams.
 uint32_t PartitionForStream(std::string_view stream, uint32_t partitions);
+// The hash that identifies a stream in the stream table and segment
+// indexes: XXH3-64 of its name with seed 1 (not the partition hash, whose
+// low bits are equal for every stream of a partition).
+uint64_t StreamHash(std::string_view stream);
+// Tests only: keeps just the bits of `mask` of every StreamHash, so that
+// streams collide as often as a test needs. Process-wide; set before
+// opening a store.
+void SetStreamHashMaskForTesting(uint64_t mask);
 }  // namespace annal::format

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "annal/assert.h"
+#include "sealed.h"
 
 namespace annal {
 
@@ -32,7 +33,7 @@ void Partition::Batch::Reset() {
 }
 
 Partition::Partition(PartitionConfig config)
-    : config_(std::move(config)), io_buffer_(kDirectIoAlignment) {}
+    : config_(std::move(config)), io_buffer_(kDirectIoAlignment), known_(kKnownNames) {}
 
 Partition::~Partition() { StopWriter(); }
 
@@ -60,8 +61,9 @@ Status Partition::Recover() {
   for (const std::string& n : names) {
     uint32_t id;
     if (format::ParseSegmentFileName(n, &id)) ids.push_back(id);
-    if (IsSegmentTempFile(n)) {
-      // A segment whose creation a crash interrupted before its rename.
+    if (IsSegmentTempFile(n) || format::IsSegmentIndexTempFile(n)) {
+      // A segment (or segment index) whose creation or sealing a crash
+      // interrupted before its rename.
       std::string path = fs::Join(config_.dir, n);
       if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, "unlink " + path);
       removed = true;
@@ -74,14 +76,77 @@ Status Partition::Recover() {
       return Status::Corruption(fs::Join(config_.dir, format::SegmentFileName(ids[i - 1] + 1)) +
                                 ": segment file is missing");
   ANNAL_RETURN_IF_ERROR(OpenSegments(std::move(ids)));
+  ANNAL_RETURN_IF_ERROR(OpenIndexes());
+  restored_.assign(segments_.size(), false);
   uint32_t start_slot = 0, start_offset = kSegmentHeaderBytes;
   if (!LoadCheckpoint(&start_slot, &start_offset)) {
     start_slot = 0;
     start_offset = kSegmentHeaderBytes;
+  } else {
+    // The checkpoint holds the stream table, not the indexes of segments
+    // still unfinished: rebuild those from the log it covers.
+    for (uint32_t i = 0; i <= start_slot; ++i)
+      if (segments_[i].building && !restored_[i])
+        ANNAL_RETURN_IF_ERROR(IndexOnlyScan(*segments_[i].file,
+                                            i == start_slot ? start_offset : segments_[i].summary.end_offset,
+                                            segments_[i].building.get(), nullptr));
   }
   ANNAL_RETURN_IF_ERROR(ScanFrom(start_slot, start_offset));
+  if (!segments_.back().building) {
+    // The last segment with data was finished (indexed, maybe sealed)
+    // before the crash: appends go to a new one.
+    std::shared_ptr<SegmentFile> seg = std::move(prepared_);
+    if (!seg) {
+      format::SegmentHeader h{config_.id, segments_.back().file->id + 1, config_.segment_bytes, config_.partitions};
+      ANNAL_ASSIGN_OR_RETURN(seg, CreateSegment(config_.dir, h));
+    }
+    uint32_t id = seg->id;
+    segments_.push_back(SegmentSlot{std::move(seg), SegmentSummary{id, kSegmentHeaderBytes, 0, 0, 0, 0, {}},
+                                    std::make_unique<SegmentIndexBuilder>(id), nullptr});
+  }
   active_ = segments_.back().file;
   write_offset_ = segments_.back().summary.end_offset;
+  // Full segments whose index (or sealing) a crash or a stop interrupted.
+  for (size_t i = 0; i + 1 < segments_.size(); ++i)
+    if (segments_[i].building || (config_.seal && !segments_[i].file->sealed)) to_finish_.push_back(segments_[i].file->id);
+  return Status::Ok();
+}
+
+Status Partition::OpenIndexes() {
+  for (SegmentSlot& slot : segments_) {
+    auto ix = SegmentIndex::Open(config_.dir, config_.id, slot.file->id, config_.cache);
+    if (ix.ok()) {
+      slot.index = std::move(*ix);
+      continue;
+    }
+    if (ix.status().code() != StatusCode::kNotFound) {
+      // Derived data: rebuilt from the segment.
+      Log("rebuilding a damaged segment index: " + ix.status().message());
+      std::string path = fs::Join(config_.dir, format::SegmentIndexFileName(slot.file->id));
+      if (::unlink(path.c_str()) != 0) return Status::FromErrno(errno, "unlink " + path);
+    }
+    slot.building = std::make_unique<SegmentIndexBuilder>(slot.file->id);
+  }
+  return Status::Ok();
+}
+
+// Rebuilds a segment's stream index from its batches in [64, until), and
+// its time samples into `summary` when given.
+Status Partition::IndexOnlyScan(const SegmentFile& file, uint64_t until, SegmentIndexBuilder* index,
+                                SegmentSummary* summary) {
+  std::vector<uint8_t> buf;
+  for (uint64_t offset = kSegmentHeaderBytes; offset < until;) {
+    format::BatchHeader h;
+    ANNAL_ASSIGN_OR_RETURN(BatchCheck c, CheckBatchAt(file, offset, &buf, &h));
+    if (c.kind != BatchCheck::kValid)
+      return CorruptionAt(file, offset, c.kind == BatchCheck::kEnd ? "data ends before the segment's recorded end" : c.why);
+    ANNAL_RETURN_IF_ERROR(ForEachRecord(file, offset, buf.data(), h, [&](const format::RecordView& r, uint32_t at) {
+      index->Add(format::StreamHash(r.stream), r.version, r.prev_location, static_cast<uint32_t>(offset + at));
+      return Status::Ok();
+    }));
+    if (summary) summary->NoteBatch(static_cast<uint32_t>(offset), h.length, h.first_position, h.count, h.recorded_at_ns);
+    offset += h.length;
+  }
   return Status::Ok();
 }
 
@@ -94,7 +159,7 @@ Status Partition::OpenSegments(std::vector<uint32_t> ids) {
   }
   for (size_t i = 0; i < ids.size(); ++i) {
     bool newest = i + 1 == ids.size();
-    auto seg = OpenSegment(config_.dir, ids[i], h);
+    auto seg = OpenSegment(config_.dir, ids[i], h, config_.cache);
     if (!seg.ok() && newest && seg.status().code() == StatusCode::kCorruption) {
       // A crash while creating the newest segment leaves its header
       // unwritten; its header is synced before any batch is written to it,
@@ -110,7 +175,7 @@ Status Partition::OpenSegments(std::vector<uint32_t> ids) {
     }
     if (!seg.ok()) return seg.status();
     segments_.push_back(
-        SegmentSlot{*seg, SegmentSummary{ids[i], kSegmentHeaderBytes, 0, 0, {}}});
+        SegmentSlot{*seg, SegmentSummary{ids[i], kSegmentHeaderBytes, 0, 0, 0, 0, {}}, nullptr, nullptr});
   }
   // Only the last segment with data may have been cut short (a torn tail);
   // behind it there may be one empty segment, prepared ahead of need.
@@ -129,7 +194,7 @@ bool Partition::LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset) {
   auto data = fs::ReadWholeFile(path);
   CheckpointHeader h;
   std::vector<SegmentSummary> sums;
-  StreamMap streams;
+  StreamTable streams;
   Status s = data.ok() ? DecodeCheckpoint(*data, path, &h, &sums, &streams) : data.status();
   if (s.ok() && (h.partition != config_.id || sums.empty() || sums.size() > segments_.size() ||
                  sums.back().id != h.tail_segment || sums.back().end_offset != h.tail_offset))
@@ -141,7 +206,28 @@ bool Partition::LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset) {
     Log("ignoring index checkpoint, replaying the whole log: " + s.message());
     return false;
   }
-  for (size_t i = 0; i < sums.size(); ++i) segments_[i].summary = std::move(sums[i]);
+  std::vector<std::unique_ptr<SegmentIndexBuilder>> builders(sums.size());
+  for (size_t i = 0; s.ok() && i < sums.size(); ++i) {
+    if (segments_[i].index || sums[i].index.empty()) continue;
+    auto b = SegmentIndexBuilder::Decode(sums[i].index, path);
+    if (b.ok()) builders[i] = std::move(*b); else s = b.status();
+  }
+  if (!s.ok()) {
+    Log("ignoring index checkpoint, replaying the whole log: " + s.message());
+    return false;
+  }
+  for (size_t i = 0; i < sums.size(); ++i) {
+    segments_[i].summary = std::move(sums[i]);
+    segments_[i].summary.index = {};
+    // An index file keeps the samples of its segment.
+    if (segments_[i].index) segments_[i].summary.samples = {};
+    // A segment without an index file whose index the checkpoint does not
+    // hold either is read again at open (Recover).
+    if (builders[i]) {
+      segments_[i].building = std::move(builders[i]);
+      restored_[i] = true;
+    }
+  }
   streams_ = std::move(streams);
   last_position_ = h.last_position;
   last_recorded_at_ns_ = h.last_recorded_at_ns;
@@ -205,7 +291,7 @@ Status Partition::ScanFrom(uint32_t start_slot, uint32_t start_offset) {
         // There is log to replay here: have the kernel read ahead of the
         // scan (only once data is found, so a fresh checkpoint's empty
         // tail costs no reads).
-        if (offset + kRecoveryReadaheadBytes / 2 > readahead_until) {
+        if (!slot.file->sealed && offset + kRecoveryReadaheadBytes / 2 > readahead_until) {
           (void)::posix_fadvise(slot.file->fd.get(), static_cast<off_t>(offset),
                                 static_cast<off_t>(kRecoveryReadaheadBytes), POSIX_FADV_WILLNEED);
           readahead_until = offset + kRecoveryReadaheadBytes;
@@ -269,25 +355,52 @@ Status Partition::ApplyRecovered(SegmentSlot& slot, uint64_t offset,
   if (header.first_position <= last_position_)
     return CorruptionAt(*slot.file, offset, "batch positions do not increase");
   ANNAL_RETURN_IF_ERROR(ForEachRecord(
-      *slot.file, offset, batch.data(), header,
-      [&](const format::RecordView& r, uint32_t at) -> Status {
-        auto [it, inserted] = streams_.try_emplace(std::string(r.stream));
-        StreamEntry& e = it->second;
-        bool chained = inserted ? (r.version == 0 && r.prev_location == kNoLocation)
-                                : (r.version == e.head_version + 1 && r.prev_location == e.head_location);
-        if (!chained)
-          return CorruptionAt(*slot.file, offset + at,
-                              "event of stream '" + std::string(r.stream) + "' at version " +
-                                  std::to_string(r.version) + " does not follow the stream's head");
-        e.Add(r.version, format::MakeLocation(slot.file->id, static_cast<uint32_t>(offset + at)), r.id,
-              r.recorded_at_ns);
-        return Status::Ok();
+      *slot.file, offset, batch.data(), header, [&](const format::RecordView& r, uint32_t at) {
+        return ApplyRecord(slot, r, format::MakeLocation(slot.file->id, static_cast<uint32_t>(offset + at)));
       }));
   slot.summary.NoteBatch(static_cast<uint32_t>(offset), header.length, header.first_position,
-                         header.count);
+                         header.count, header.recorded_at_ns);
   last_position_ = header.first_position + header.count - 1;
   last_recorded_at_ns_ = header.recorded_at_ns;
   bytes_since_checkpoint_.fetch_add(header.length);
+  return Status::Ok();
+}
+
+// Applies one recovered event to the stream table and its segment's index.
+// A record names its stream's previous event, so continuing a stream needs
+// no name comparison: the slot whose head is that event is the stream's.
+Status Partition::ApplyRecord(SegmentSlot& slot, const format::RecordView& r, uint64_t location) {
+  uint64_t hash = format::StreamHash(r.stream);
+  auto broken = [&] {
+    return CorruptionAt(*slot.file, format::LocationOffset(location),
+                        "event of stream '" + std::string(r.stream) + "' at version " +
+                            std::to_string(r.version) + " does not follow the stream's head");
+  };
+  if (r.version == 0) {
+    if (r.prev_location != kNoLocation) return broken();
+    // A slot with this hash belongs to another stream unless its head
+    // record bears this name (then the log starts the stream twice).
+    Status error;
+    bool exists = false;
+    std::vector<uint8_t> buf;
+    streams_.Find(hash, [&](StreamSlot& s) {
+      format::RecordView head;
+      error = ReadRecordAt(s.head_location, false, &buf, &head);
+      exists = error.ok() && head.stream == r.stream;
+      return !error.ok() || exists;
+    });
+    ANNAL_RETURN_IF_ERROR(error);
+    if (exists) return broken();
+    streams_.Insert(StreamSlot{hash, 0, location, location});
+  } else {
+    StreamSlot* s = streams_.Find(hash, [&](StreamSlot& x) {
+      return x.head_location == r.prev_location && x.head_version + 1 == r.version;
+    });
+    if (s == nullptr) return broken();
+    s->head_version = r.version;
+    s->head_location = location;
+  }
+  if (slot.building) slot.building->Add(hash, r.version, r.prev_location, format::LocationOffset(location));
   return Status::Ok();
 }
 
@@ -299,10 +412,12 @@ Status Partition::StartWriter(Sequencer* sequencer) {
   ANNAL_RETURN_IF_ERROR(OpenForWriting());
   if (!prepared_) StartPreparing();
   writer_ = std::thread([this] { WriterLoop(); });
+  finisher_ = std::thread([this] { FinisherLoop(); });
   return Status::Ok();
 }
 
 void Partition::Enqueue(std::unique_ptr<AppendOp> op) {
+  op->hash = format::StreamHash(op->stream);
   Status refused;
   {
     std::lock_guard lock(queue_mu_);
@@ -330,6 +445,14 @@ void Partition::StopWriter() {
     writer_.join();
   }
   if (prepare_thread_.joinable()) prepare_thread_.join();
+  if (finisher_.joinable()) {
+    {
+      std::lock_guard lock(finish_mu_);
+      finisher_stop_ = true;
+      finish_cv_.notify_all();
+    }
+    finisher_.join();
+  }
 }
 
 bool Partition::TakeQueued() {
@@ -396,12 +519,41 @@ Status Partition::FailedStatus() {
   return failed_;
 }
 
-Partition::Head Partition::CurrentHead(const std::string& stream) const {
-  if (auto p = pending_.find(stream); p != pending_.end()) return p->second.head;
-  // Only this thread changes streams_, so reading it here needs no lock.
-  auto it = streams_.find(stream);
-  if (it == streams_.end()) return Head{};
-  return Head{true, it->second.head_version, it->second.head_location, it->second.head_event_id};
+Partition::Head Partition::CurrentHead(const AppendOp& op) {
+  if (auto p = pending_.find(op.stream); p != pending_.end()) return p->second.head;
+  return DurableHead(op.stream, op.hash);
+}
+
+// Only this thread changes streams_, so reading it here needs no lock. A
+// slot is the stream's when its head record bears the stream's name; the
+// names of recently written streams are remembered, so hot streams need no
+// read.
+Partition::Head Partition::DurableHead(const std::string& stream, uint64_t hash) {
+  Head head;
+  const KnownName& known = known_[hash % kKnownNames];
+  std::vector<uint8_t> buf;
+  streams_.Find(hash, [&](StreamSlot& s) {
+    if (known.hash == hash && known.location == s.head_location && known.name == stream) {
+      head = Head{true, s.head_version, s.head_location, known.last_id};
+      return true;
+    }
+    format::RecordView r;
+    head.error = ReadRecordAt(s.head_location, false, &buf, &r);
+    if (!head.error.ok()) return true;
+    if (r.stream != stream) return false;
+    head = Head{true, s.head_version, s.head_location, r.id};
+    Remember(hash, stream, s.head_location, r.id);
+    return true;
+  });
+  return head;
+}
+
+void Partition::Remember(uint64_t hash, const std::string& stream, uint64_t location, const EventId& id) {
+  KnownName& k = known_[hash % kKnownNames];
+  k.hash = hash;
+  k.location = location;
+  k.last_id = id;
+  if (k.name != stream) k.name = stream;
 }
 
 static Status CheckExpected(const ExpectedVersion& ev, const std::string& stream,
@@ -422,7 +574,11 @@ static Status CheckExpected(const ExpectedVersion& ev, const std::string& stream
 }
 
 bool Partition::Admit(std::unique_ptr<AppendOp>& op) {
-  Head head = CurrentHead(op->stream);
+  Head head = CurrentHead(*op);
+  if (!head.error.ok()) {
+    op->done(head.error);
+    return true;
+  }
   if (auto replay = CheckRetry(*op, head)) {
     op->done(std::move(*replay));
     return true;
@@ -477,8 +633,9 @@ std::optional<Result<AppendResult>> Partition::CheckRetry(const AppendOp& op, co
       break;
   }
   if (!start) return std::nullopt;
-  auto durable = streams_.find(op.stream);
-  if (durable == streams_.end() || durable->second.head_version < *start + n - 1)
+  Head durable = DurableHead(op.stream, op.hash);
+  if (!durable.error.ok()) return Result<AppendResult>(durable.error);
+  if (!durable.exists || durable.version < *start + n - 1)
     return Result<AppendResult>(Status::Unavailable(
         "an append to stream '" + op.stream +
         "' with these event ids is still being written; retry once it completes"));
@@ -501,6 +658,7 @@ void Partition::Encode(AppendOp& op, const Head& head) {
   uint64_t version = head.exists ? head.version + 1 : 0;
   uint64_t prev = head.exists ? head.location : kNoLocation;
   op.first_version = version;
+  op.prev_location = prev;
   op.first_record = static_cast<uint32_t>(gathering_.record_offsets.size());
   for (EventData& e : op.events) {
     if (IsNilEventId(e.id)) e.id = GenerateEventId();
@@ -573,7 +731,8 @@ Status Partition::Roll() {
   }
   {
     std::unique_lock lock(mu_);
-    segments_.push_back(SegmentSlot{seg, SegmentSummary{seg->id, kSegmentHeaderBytes, 0, 0, {}}});
+    segments_.push_back(SegmentSlot{seg, SegmentSummary{seg->id, kSegmentHeaderBytes, 0, 0, 0, 0, {}},
+                                    std::make_unique<SegmentIndexBuilder>(seg->id), nullptr});
   }
   active_ = std::move(seg);
   write_offset_ = kSegmentHeaderBytes;
@@ -672,20 +831,35 @@ void Partition::Acknowledge() {
 
 void Partition::Publish(const Batch& b) {
   std::unique_lock lock(mu_);
-  for (const auto& op : b.ops) {
-    StreamEntry& e = streams_[op->stream];
-    for (size_t i = 0; i < op->events.size(); ++i) {
-      uint32_t at = b.record_offsets[op->first_record + i];
-      e.Add(op->first_version + i, format::MakeLocation(b.segment->id, b.file_offset + at),
-            op->events[i].id, b.recorded_at_ns);
-    }
-  }
   SegmentSlot& slot = segments_.back();
-  ANNAL_ASSERT(slot.file == b.segment);
+  ANNAL_ASSERT(slot.file == b.segment && slot.building);
+  for (const auto& op : b.ops) {
+    uint64_t prev = op->prev_location;
+    uint64_t first_location = 0;
+    for (size_t i = 0; i < op->events.size(); ++i) {
+      uint32_t at = b.file_offset + b.record_offsets[op->first_record + i];
+      slot.building->Add(op->hash, op->first_version + i, prev, at);
+      prev = format::MakeLocation(b.segment->id, at);
+      if (i == 0) first_location = prev;
+    }
+    uint64_t head_version = op->first_version + op->events.size() - 1;
+    if (op->first_version == 0) {
+      streams_.Insert(StreamSlot{op->hash, head_version, prev, first_location});
+    } else {
+      StreamSlot* s = streams_.Find(op->hash, [&](StreamSlot& x) { return x.head_location == op->prev_location; });
+      ANNAL_ASSERT(s != nullptr);
+      s->head_version = head_version;
+      s->head_location = prev;
+    }
+    Remember(op->hash, op->stream, prev, op->events.back().id);
+  }
+  bool first_batch = slot.summary.first_position == 0;
   slot.summary.NoteBatch(b.file_offset, static_cast<uint32_t>(b.bytes.size()), b.first_position,
-                         static_cast<uint32_t>(b.record_offsets.size()));
+                         static_cast<uint32_t>(b.record_offsets.size()), b.recorded_at_ns);
   last_position_ = b.first_position + b.record_offsets.size() - 1;
   last_recorded_at_ns_ = b.recorded_at_ns;
+  // The segment before this one got its last batch earlier: finish it.
+  if (first_batch && segments_.size() > 1) QueueFinish(segments_[segments_.size() - 2].file->id);
 }
 
 void Partition::FailStop(const Status& why) {
@@ -730,82 +904,304 @@ Status Partition::ReadRecordAt(uint64_t location, bool verify, std::vector<uint8
   if (offset + format::kRecordHeaderBytes > seg->size_bytes)
     return CorruptionAt(*seg, offset, "index points past the end of the segment");
   // Passing over a record needs its header and stream name only; a record
-  // that is returned is read whole (most fit the first 4 KiB).
+  // that is returned is read whole (most fit the first 4 KiB). A sealed
+  // segment's blocks end at batch ends: reading past the record could cost
+  // a second block, so there the header comes first and says how much.
   size_t want = verify ? 4096 : format::kRecordHeaderBytes + limits::kMaxStreamNameBytes;
+  if (seg->sealed) {
+    uint8_t h[format::kRecordHeaderBytes];
+    ANNAL_RETURN_IF_ERROR(seg->Read(offset, sizeof h, h));
+    size_t length = format::Get32(h), stream_len = h[6];
+    want = std::max(sizeof h, verify ? length : std::min(length, sizeof h + stream_len));
+  }
   size_t first = static_cast<size_t>(std::min<uint64_t>(want, seg->size_bytes - offset));
   buf->resize(first);
-  ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg->fd.get(), buf->data(), first, offset, seg->path));
+  ANNAL_RETURN_IF_ERROR(seg->Read(offset, first, buf->data()));
   Status s = format::DecodeRecordHeader(buf->data(), first, r);
   if (s.ok() && verify && r->length > first) {
     if (offset + r->length > seg->size_bytes)
       return CorruptionAt(*seg, offset, "record runs past the end of the segment");
     buf->resize(r->length);
-    ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg->fd.get(), buf->data() + first, r->length - first,
-                                         offset + first, seg->path));
+    ANNAL_RETURN_IF_ERROR(seg->Read(offset + first, r->length - first, buf->data() + first));
   }
   if (s.ok() && verify) s = format::DecodeRecord(buf->data(), buf->size(), r);
   if (!s.ok()) return CorruptionAt(*seg, offset, s.message());
   return Status::Ok();
 }
 
+Result<std::optional<Partition::Found>> Partition::FindStream(std::string_view stream, uint64_t hash) const {
+  std::vector<StreamSlot> candidates;
+  {
+    std::shared_lock lock(mu_);
+    streams_.Find(hash, [&](const StreamSlot& s) {
+      candidates.push_back(s);
+      return false;
+    });
+  }
+  std::vector<uint8_t> buf;
+  for (const StreamSlot& c : candidates) {
+    format::RecordView head;
+    ANNAL_RETURN_IF_ERROR(ReadRecordAt(c.head_location, false, &buf, &head));
+    if (head.stream == stream) return std::optional<Found>(Found{c, head.recorded_at_ns});
+  }
+  return std::optional<Found>();
+}
+
+Result<Run> Partition::RunAt(uint64_t hash, uint64_t location, uint64_t min_version) {
+  uint32_t id = format::LocationSegment(location), offset = format::LocationOffset(location);
+  std::vector<Run> runs;
+  std::shared_ptr<SegmentIndex> index;
+  std::shared_ptr<SegmentFile> file;
+  {
+    std::shared_lock lock(mu_);
+    if (segments_.empty() || id < segments_.front().file->id || id - segments_.front().file->id >= segments_.size())
+      return Status::Corruption("index points to missing segment " + std::to_string(id));
+    const SegmentSlot& slot = segments_[id - segments_.front().file->id];
+    file = slot.file;
+    if (slot.building) {
+      Run run;
+      if (slot.building->FindAt(hash, offset, min_version, &run)) return run;
+    } else {
+      index = slot.index;
+    }
+  }
+  if (index) {
+    Status found = index->Find(hash, &runs);
+    if (found.code() == StatusCode::kCorruption) {
+      ANNAL_RETURN_IF_ERROR(RebuildIndex(id, index, found));
+      return RunAt(hash, location, min_version);
+    }
+    ANNAL_RETURN_IF_ERROR(found);
+    for (Run& run : runs) {
+      auto at = std::lower_bound(run.offsets.begin(), run.offsets.end(), offset);
+      if (at == run.offsets.end() || *at != offset) continue;
+      size_t k = static_cast<size_t>(at - run.offsets.begin());
+      size_t from = min_version > run.first_version ? static_cast<size_t>(min_version - run.first_version) : 0;
+      from = std::min(from, k);
+      run.offsets.erase(run.offsets.begin() + static_cast<ptrdiff_t>(k) + 1, run.offsets.end());
+      run.offsets.erase(run.offsets.begin(), run.offsets.begin() + static_cast<ptrdiff_t>(from));
+      run.first_version += from;
+      return std::move(run);
+    }
+  }
+  return CorruptionAt(*file, offset, "the segment's index has no run holding this event");
+}
+
+Result<std::vector<uint64_t>> Partition::Locate(uint64_t hash, uint64_t version, uint64_t location,
+                                                uint64_t lo, uint64_t hi) {
+  ANNAL_ASSERT(lo <= hi && hi <= version);
+  std::vector<uint64_t> out(hi - lo + 1);
+  while (true) {
+    ANNAL_ASSIGN_OR_RETURN(Run run, RunAt(hash, location, lo));
+    uint32_t segment = format::LocationSegment(location);
+    if (run.last_version() != version)
+      return Status::Corruption("segment " + std::to_string(segment) + " of partition " +
+                                std::to_string(config_.id) + ": index and log disagree on a stream's version " +
+                                std::to_string(version));
+    for (uint64_t v = std::max(run.first_version, lo); v <= std::min(version, hi); ++v)
+      out[v - lo] = format::MakeLocation(segment, run.offsets[v - run.first_version]);
+    if (run.first_version <= lo) return out;
+    if (run.prev_location == kNoLocation)
+      return Status::Corruption("segment " + std::to_string(segment) + " of partition " +
+                                std::to_string(config_.id) + ": a stream's run starts at version " +
+                                std::to_string(run.first_version) + " with no earlier event");
+    version = run.first_version - 1;
+    location = run.prev_location;
+  }
+}
+
 Result<std::vector<RecordedEvent>> Partition::ReadStream(std::string_view stream, uint64_t from,
                                                          ReadDirection direction, size_t max_count,
                                                          uint64_t near) {
-  uint64_t head, first_kept, last_kept;
-  Anchor start;
-  {
-    std::shared_lock lock(mu_);
-    auto it = streams_.find(stream);
-    if (it == streams_.end()) return Status::NotFound("stream '" + std::string(stream) + "' does not exist");
-    head = it->second.head_version;
-    if (max_count == 0 || (direction == ReadDirection::kForward && from > head))
-      return std::vector<RecordedEvent>{};
-    if (direction == ReadDirection::kForward) {
-      first_kept = from;
-      last_kept = std::min<uint64_t>(head, from + max_count - 1);
-    } else {
-      last_kept = std::min(from, head);
-      first_kept = last_kept + 1 >= max_count ? last_kept + 1 - max_count : 0;
-    }
-    start = it->second.StartFor(last_kept);
+  uint64_t hash = format::StreamHash(stream);
+  ANNAL_ASSIGN_OR_RETURN(std::optional<Found> found, FindStream(stream, hash));
+  if (!found) return Status::NotFound("stream '" + std::string(stream) + "' does not exist");
+  uint64_t head = found->slot.head_version, first_kept, last_kept;
+  if (max_count == 0 || (direction == ReadDirection::kForward && from > head))
+    return std::vector<RecordedEvent>{};
+  if (direction == ReadDirection::kForward) {
+    first_kept = from;
+    last_kept = std::min<uint64_t>(head, from + max_count - 1);
+  } else {
+    last_kept = std::min(from, head);
+    first_kept = last_kept + 1 >= max_count ? last_kept + 1 - max_count : 0;
   }
-  if (near != 0 && start.version > last_kept) {
-    // Finding `near` skips batch headers from a position sample (one per
-    // 64 KiB); worth it when the anchor is farther than that.
+  uint64_t start_version = head, start_location = found->slot.head_location;
+  if (near != 0 && last_kept < head) {
+    // An event the caller knows to lie at or above the range saves the
+    // index lookups of the segments between it and the head.
     Cursor c(this, near, near);
     ANNAL_ASSIGN_OR_RETURN(const RecordedEvent* e, c.Peek());
     if (e != nullptr && e->position.get() == near && e->stream == stream && e->version.get() >= last_kept &&
-        e->version.get() < start.version)
-      start = Anchor{e->version.get(), c.location()};
+        e->version.get() < head) {
+      start_version = e->version.get();
+      start_location = c.location();
+    }
   }
-  // Follow back-pointers from the anchor down to first_kept, keeping
-  // [first_kept, last_kept]; records before last_kept are read in full.
+  ANNAL_ASSIGN_OR_RETURN(std::vector<uint64_t> locations,
+                         Locate(hash, start_version, start_location, first_kept, last_kept));
   std::vector<RecordedEvent> out;
-  out.reserve(last_kept - first_kept + 1);
+  out.reserve(locations.size());
   std::vector<uint8_t> buf;
-  uint64_t location = start.location;
-  for (uint64_t v = start.version;; --v) {
+  for (size_t i = 0; i < locations.size(); ++i) {
     format::RecordView r;
-    bool keep = v <= last_kept;
-    ANNAL_RETURN_IF_ERROR(ReadRecordAt(location, keep, &buf, &r));
-    if (r.version != v || r.stream != stream)
-      return Status::Corruption("stream '" + std::string(stream) + "': back-pointer chain broken at version " +
-                                std::to_string(v));
-    if (keep) out.push_back(format::ToRecordedEvent(r));
-    if (v == first_kept) break;
-    location = r.prev_location;
+    ANNAL_RETURN_IF_ERROR(ReadRecordAt(locations[i], true, &buf, &r));
+    if (r.version != first_kept + i || r.stream != stream)
+      return Status::Corruption("stream '" + std::string(stream) + "': the index points to another event for version " +
+                                std::to_string(first_kept + i));
+    out.push_back(format::ToRecordedEvent(r));
   }
-  if (direction == ReadDirection::kForward) std::reverse(out.begin(), out.end());
+  if (direction == ReadDirection::kBackward) std::reverse(out.begin(), out.end());
   return out;
 }
 
 Result<StreamInfo> Partition::Info(std::string_view stream) {
-  std::shared_lock lock(mu_);
-  auto it = streams_.find(stream);
-  if (it == streams_.end()) return Status::NotFound("stream '" + std::string(stream) + "' does not exist");
-  const StreamEntry& e = it->second;
+  ANNAL_ASSIGN_OR_RETURN(std::optional<Found> found, FindStream(stream, format::StreamHash(stream)));
+  if (!found) return Status::NotFound("stream '" + std::string(stream) + "' does not exist");
+  std::vector<uint8_t> buf;
+  format::RecordView first;
+  ANNAL_RETURN_IF_ERROR(ReadRecordAt(found->slot.first_location, false, &buf, &first));
+  if (first.stream != stream || first.version != 0)
+    return Status::Corruption("stream '" + std::string(stream) + "': its first event is not where the index says");
+  const StreamSlot& e = found->slot;
   return StreamInfo{std::string(stream), StreamVersion(e.head_version), e.head_version + 1,
-                    e.first_recorded_at_ns, e.last_recorded_at_ns};
+                    first.recorded_at_ns, found->head_recorded_at_ns};
+}
+
+// Where a scan for the first batch with `key(batch) >= target` may start in
+// a segment: the last block (sealed) or sample before it. `by_time` picks
+// commit times as the key, else positions.
+Result<uint64_t> Partition::StartOffset(const SegmentFile& file, const std::shared_ptr<SegmentIndex>& index,
+                                        std::vector<TimeSample> samples, uint64_t target, bool by_time) {
+  uint64_t offset = kSegmentHeaderBytes;
+  if (file.sealed) {
+    // Blocks start at batches: the block map is the finest index there is.
+    ANNAL_ASSIGN_OR_RETURN(auto blocks, file.sealed->Blocks());
+    for (const BlockEntry& b : *blocks) {
+      bool before = by_time ? b.first_recorded_at_ns < static_cast<int64_t>(target) : b.first_position <= target;
+      if (!before) break;
+      offset = b.logical_offset;
+    }
+    return offset;
+  }
+  if (index) {
+    ANNAL_ASSIGN_OR_RETURN(samples, index->Samples());
+  }
+  for (const TimeSample& s : samples) {
+    bool before = by_time ? s.recorded_at_ns < static_cast<int64_t>(target) : s.position <= target;
+    if (!before) break;
+    offset = s.offset;
+  }
+  return offset;
+}
+
+Result<uint64_t> Partition::StartOffsetHealing(const SegmentFile& file, std::shared_ptr<SegmentIndex> index,
+                                               std::vector<TimeSample> samples, uint64_t target, bool by_time) {
+  auto offset = StartOffset(file, index, samples, target, by_time);
+  if (offset.ok() || offset.status().code() != StatusCode::kCorruption || !index || file.sealed) return offset;
+  ANNAL_RETURN_IF_ERROR(RebuildIndex(file.id, index, offset.status()));
+  {
+    std::shared_lock lock(mu_);
+    samples = segments_[file.id - segments_.front().file->id].summary.samples;
+  }
+  return StartOffset(file, nullptr, std::move(samples), target, by_time);
+}
+
+Status Partition::RebuildIndex(uint32_t segment_id, const std::shared_ptr<SegmentIndex>& damaged,
+                               const Status& why) {
+  Log("rebuilding a damaged segment index: " + why.message());
+  std::shared_ptr<SegmentFile> file;
+  uint64_t end;
+  {
+    std::shared_lock lock(mu_);
+    const SegmentSlot& slot = segments_[segment_id - segments_.front().file->id];
+    if (slot.index != damaged) return Status::Ok();  // another reader did it
+    file = slot.file;
+    end = slot.summary.end_offset;
+  }
+  auto building = std::make_unique<SegmentIndexBuilder>(segment_id);
+  SegmentSummary summary{segment_id, kSegmentHeaderBytes, 0, 0, 0, 0, {}};
+  ANNAL_RETURN_IF_ERROR(IndexOnlyScan(*file, end, building.get(), &summary));
+  {
+    std::unique_lock lock(mu_);
+    SegmentSlot& slot = segments_[segment_id - segments_.front().file->id];
+    if (slot.index != damaged) return Status::Ok();
+    slot.index = nullptr;
+    slot.building = std::move(building);
+    slot.summary.samples = std::move(summary.samples);
+  }
+  std::string path = fs::Join(config_.dir, format::SegmentIndexFileName(segment_id));
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Status::FromErrno(errno, "unlink " + path);
+  QueueFinish(segment_id);
+  return Status::Ok();
+}
+
+Result<uint64_t> Partition::PositionAtTime(int64_t time_ns) {
+  std::shared_ptr<SegmentFile> file;
+  std::vector<TimeSample> samples;
+  std::shared_ptr<SegmentIndex> index;
+  uint64_t end = 0;
+  {
+    std::shared_lock lock(mu_);
+    // Commit times do not decrease along the log: the first segment whose
+    // last batch is at or after the time holds the answer.
+    auto it = std::partition_point(segments_.begin(), segments_.end(), [&](const SegmentSlot& s) {
+      return s.summary.first_position != 0 && s.summary.last_recorded_at_ns < time_ns;
+    });
+    if (it == segments_.end() || it->summary.first_position == 0) return uint64_t{0};
+    if (it->summary.first_recorded_at_ns >= time_ns) return it->summary.first_position;
+    file = it->file;
+    index = it->index;
+    samples = it->summary.samples;
+    end = it->summary.end_offset;
+  }
+  ANNAL_ASSIGN_OR_RETURN(uint64_t offset,
+                         StartOffsetHealing(*file, index, std::move(samples), static_cast<uint64_t>(time_ns), true));
+  // At most one sample stride of batch headers to the answer.
+  while (offset < end) {
+    uint8_t hb[format::kBatchHeaderBytes];
+    ANNAL_RETURN_IF_ERROR(file->Read(offset, sizeof hb, hb));
+    format::BatchHeader h;
+    Status hs = format::DecodeBatchHeader(hb, &h);
+    if (!hs.ok()) return CorruptionAt(*file, offset, hs.message());
+    if (h.recorded_at_ns >= time_ns) return h.first_position;
+    offset += h.length;
+  }
+  return CorruptionAt(*file, end, "segment summary says a batch at or after the time lies before here");
+}
+
+Result<uint64_t> Partition::StreamVersionAtTime(std::string_view stream, int64_t time_ns) {
+  uint64_t hash = format::StreamHash(stream);
+  ANNAL_ASSIGN_OR_RETURN(std::optional<Found> found, FindStream(stream, hash));
+  if (!found) return Status::NotFound("stream '" + std::string(stream) + "' does not exist");
+  if (found->head_recorded_at_ns < time_ns) return found->slot.head_version + 1;
+  std::vector<uint8_t> buf;
+  auto time_at = [&](uint64_t location) -> Result<int64_t> {
+    format::RecordView r;
+    ANNAL_RETURN_IF_ERROR(ReadRecordAt(location, false, &buf, &r));
+    return r.recorded_at_ns;
+  };
+  ANNAL_ASSIGN_OR_RETURN(int64_t first_time, time_at(found->slot.first_location));
+  if (first_time >= time_ns) return uint64_t{0};
+  // Step back run by run (one per segment holding the stream) to the run
+  // whose first event is before the time, then search inside it.
+  uint64_t location = found->slot.head_location;
+  while (true) {
+    ANNAL_ASSIGN_OR_RETURN(Run run, RunAt(hash, location, 0));
+    uint32_t segment = format::LocationSegment(location);
+    ANNAL_ASSIGN_OR_RETURN(int64_t t, time_at(format::MakeLocation(segment, run.offsets.front())));
+    if (t < time_ns) {
+      size_t lo = 0, hi = run.offsets.size();  // time(lo) < T; time(hi) >= T, or hi is the run's end
+      while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        ANNAL_ASSIGN_OR_RETURN(int64_t tm, time_at(format::MakeLocation(segment, run.offsets[mid])));
+        if (tm < time_ns) lo = mid; else hi = mid;
+      }
+      return run.first_version + hi;
+    }
+    if (run.prev_location == kNoLocation) return run.first_version;
+    location = run.prev_location;
+  }
 }
 
 Result<const RecordedEvent*> Partition::Cursor::Peek() {
@@ -822,19 +1218,23 @@ Status Partition::Cursor::LoadNextBatch() {
   next_ = 0;
   if (!started_) {
     started_ = true;
-    std::shared_lock lock(p_->mu_);
-    auto it = std::find_if(p_->segments_.begin(), p_->segments_.end(), [&](const SegmentSlot& s) {
-      return s.summary.first_position != 0 && s.summary.last_position >= from_;
-    });
-    if (it == p_->segments_.end()) {
-      done_ = true;
-      return Status::Ok();
+    std::shared_ptr<SegmentIndex> index;
+    std::vector<TimeSample> samples;
+    {
+      std::shared_lock lock(p_->mu_);
+      auto it = std::find_if(p_->segments_.begin(), p_->segments_.end(), [&](const SegmentSlot& s) {
+        return s.summary.first_position != 0 && s.summary.last_position >= from_;
+      });
+      if (it == p_->segments_.end()) {
+        done_ = true;
+        return Status::Ok();
+      }
+      seg_ = it->file;
+      end_offset_ = it->summary.end_offset;
+      index = it->index;
+      if (!index) samples = it->summary.samples;
     }
-    seg_ = it->file;
-    end_offset_ = it->summary.end_offset;
-    offset_ = kSegmentHeaderBytes;
-    for (const PositionSample& s : it->summary.samples)
-      if (s.position <= from_) offset_ = s.offset;
+    ANNAL_ASSIGN_OR_RETURN(offset_, p_->StartOffsetHealing(*seg_, index, std::move(samples), from_, false));
   }
   while (offset_ >= end_offset_) {
     // The segment may have grown since; once a later segment holds data,
@@ -854,7 +1254,7 @@ Status Partition::Cursor::LoadNextBatch() {
   format::BatchHeader h;
   // Skip batches wholly before `from_` on their header alone.
   uint8_t hb[format::kBatchHeaderBytes];
-  ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg_->fd.get(), hb, sizeof hb, offset_, seg_->path));
+  ANNAL_RETURN_IF_ERROR(seg_->Read(offset_, sizeof hb, hb));
   Status hs = format::DecodeBatchHeader(hb, &h);
   if (!hs.ok()) return CorruptionAt(*seg_, offset_, hs.message());
   if (h.first_position + h.count - 1 < from_ && offset_ + h.length <= end_offset_) {
@@ -894,8 +1294,97 @@ PartitionStats Partition::Stats() const {
   std::shared_lock lock(mu_);
   s.streams = streams_.size();
   s.segments = segments_.size();
-  s.bytes_on_disk = segments_.size() * config_.segment_bytes;
+  s.index_memory_bytes = streams_.memory_bytes() + known_.capacity() * sizeof(KnownName);
+  for (const SegmentSlot& slot : segments_) {
+    if (slot.building) s.index_memory_bytes += slot.building->memory_bytes();
+    if (slot.file->sealed) {
+      ++s.sealed_segments;
+      s.sealed_raw_bytes += slot.summary.end_offset - kSegmentHeaderBytes;
+      s.sealed_stored_bytes += slot.file->sealed->stored_bytes();
+      s.bytes_on_disk += slot.file->sealed->stored_bytes();
+    } else {
+      s.bytes_on_disk += config_.segment_bytes;
+    }
+  }
   return s;
+}
+
+// ---------------------------------------------------------------- finisher
+
+void Partition::QueueFinish(uint32_t segment_id) {
+  std::lock_guard lock(finish_mu_);
+  to_finish_.push_back(segment_id);
+  finish_cv_.notify_all();
+}
+
+void Partition::WaitForFinisher() {
+  std::unique_lock lock(finish_mu_);
+  finish_cv_.wait(lock, [&] { return (to_finish_.empty() && !finishing_) || finisher_stop_ || !finisher_.joinable(); });
+}
+
+void Partition::FinisherLoop() {
+  while (true) {
+    uint32_t id;
+    {
+      std::unique_lock lock(finish_mu_);
+      finish_cv_.wait(lock, [&] { return !to_finish_.empty() || finisher_stop_; });
+      if (finisher_stop_) break;
+      id = to_finish_.front();
+      finishing_ = true;
+    }
+    Status s = Finish(id);
+    // A failure leaves the segment as it was: readable, just unindexed on
+    // disk or unsealed. The next open tries again.
+    if (!s.ok() && !finisher_stop_) Log("finishing segment " + std::to_string(id) + " failed: " + s.ToString());
+    std::lock_guard lock(finish_mu_);
+    to_finish_.pop_front();
+    finishing_ = false;
+    finish_cv_.notify_all();
+  }
+  std::lock_guard lock(finish_mu_);
+  finish_cv_.notify_all();
+}
+
+// Writes the segment's index file, then seals it. Runs on the finisher
+// thread; the writer never waits for it.
+Status Partition::Finish(uint32_t segment_id) {
+  auto slot_of = [&]() -> SegmentSlot& { return segments_[segment_id - segments_.front().file->id]; };
+  std::shared_ptr<SegmentFile> file;
+  const SegmentIndexBuilder* building;
+  std::vector<TimeSample> samples;
+  uint64_t end;
+  {
+    std::shared_lock lock(mu_);
+    SegmentSlot& slot = slot_of();
+    file = slot.file;
+    building = slot.building.get();  // complete: the writer moved on; only this thread frees it
+    samples = slot.summary.samples;
+    end = slot.summary.end_offset;
+  }
+  if (building) {
+    std::string data = building->Encode(config_.id, samples);
+    ANNAL_RETURN_IF_ERROR(fs::WriteFileAtomically(config_.dir, format::SegmentIndexFileName(segment_id), data));
+    ANNAL_ASSIGN_OR_RETURN(auto index, SegmentIndex::Open(config_.dir, config_.id, segment_id, config_.cache));
+    std::unique_lock lock(mu_);
+    SegmentSlot& slot = slot_of();
+    slot.index = std::move(index);
+    slot.building.reset();
+    slot.summary.samples = {};
+  }
+  if (!config_.seal || file->sealed) return Status::Ok();
+  SealOptions options{config_.seal_block_bytes, config_.seal_level, [this] { return finisher_stop_.load(); }};
+  ANNAL_ASSIGN_OR_RETURN(SealResult sealed, SealSegment(*file, end, config_.dir, options));
+  format::SegmentHeader h{config_.id, segment_id, config_.segment_bytes, config_.partitions};
+  ANNAL_ASSIGN_OR_RETURN(auto reader, SealedSegment::Open(file->path, h, config_.cache));
+  {
+    std::unique_lock lock(mu_);
+    slot_of().file = SealedSegmentFile(segment_id, std::move(reader));
+  }
+  char ratio[32];
+  std::snprintf(ratio, sizeof ratio, "%.3f", sealed.raw_bytes ? double(sealed.stored_bytes) / double(sealed.raw_bytes) : 0.0);
+  Log("sealed " + file->path + ": " + std::to_string(sealed.raw_bytes) + " log bytes in " +
+      std::to_string(sealed.stored_bytes) + " (" + ratio + "), " + std::to_string(sealed.blocks) + " blocks");
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------- checkpoints
@@ -908,8 +1397,20 @@ Status Partition::WriteCheckpoint() {
     std::shared_lock lock(mu_);
     const SegmentSummary& tail = segments_.back().summary;
     CheckpointHeader h{config_.id, tail.id, tail.end_offset, last_position_, last_recorded_at_ns_};
+    // Segments without an index file carry their index in the checkpoint,
+    // so that opening the store need not read them again.
+    std::vector<SegmentSummary> with_index;
     std::vector<const SegmentSummary*> sums;
-    for (const SegmentSlot& s : segments_) sums.push_back(&s.summary);
+    with_index.reserve(segments_.size());
+    for (const SegmentSlot& s : segments_) {
+      if (!s.building) {
+        sums.push_back(&s.summary);
+        continue;
+      }
+      with_index.push_back(s.summary);
+      with_index.back().index = s.building->Encode(config_.id, {});
+      sums.push_back(&with_index.back());
+    }
     data = EncodeCheckpoint(h, sums, streams_);
   }
   ANNAL_RETURN_IF_ERROR(fs::WriteFileAtomically(config_.dir, format::CheckpointFileName(), data));

@@ -38,13 +38,16 @@
 #include <shared_mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "annal/env.h"
 #include "annal/stats.h"
 #include "annal/store.h"
+#include "block_cache.h"
 #include "checkpoint.h"
 #include "segment.h"
+#include "segment_index.h"
 #include "sequencer.h"
 #include "stream_index.h"
 
@@ -57,6 +60,10 @@ struct PartitionConfig {
   uint64_t segment_bytes = 0;
   size_t max_batch_bytes = 0;
   Env* env = nullptr;
+  BlockCache* cache = nullptr;  // shared by the store's partitions
+  bool seal = true;
+  size_t seal_block_bytes = 0;
+  int seal_level = 3;
   std::function<void(const std::string&)> log;
 };
 
@@ -70,6 +77,8 @@ struct AppendOp {
   // Set by the writer when admitted to a batch.
   uint64_t first_version = 0;
   uint32_t first_record = 0;
+  uint64_t prev_location = format::kNoLocation;  // the stream's head before this append
+  uint64_t hash = 0;                             // format::StreamHash(stream)
 };
 
 class Partition {
@@ -97,6 +106,15 @@ class Partition {
                                                 ReadDirection direction, size_t max_count,
                                                 uint64_t near = 0);
   Result<StreamInfo> Info(std::string_view stream);
+  // The first position of a batch committed at or after `time_ns`; 0 when
+  // this partition has none.
+  Result<uint64_t> PositionAtTime(int64_t time_ns);
+  // The first version of `stream` recorded at or after `time_ns`; head + 1
+  // when none.
+  Result<uint64_t> StreamVersionAtTime(std::string_view stream, int64_t time_ns);
+  // Blocks until the finisher has indexed (and sealed, when configured)
+  // every full segment queued so far. For tests and tools.
+  void WaitForFinisher();
 
   // Iterates this partition's events with positions in [from, until], in order.
   class Cursor {
@@ -127,9 +145,19 @@ class Partition {
   uint32_t id() const { return config_.id; }
 
  private:
+  // A segment: its file (replaced by its sealed form once sealed), what is
+  // kept in memory about it, and its stream index: built in memory until
+  // the finisher writes it to disk, then read from there.
   struct SegmentSlot {
     std::shared_ptr<SegmentFile> file;
     SegmentSummary summary;
+    std::unique_ptr<SegmentIndexBuilder> building;
+    std::shared_ptr<SegmentIndex> index;
+  };
+  // A stream's durable head as a reader found it.
+  struct Found {
+    StreamSlot slot;
+    int64_t head_recorded_at_ns = 0;
   };
   struct Batch {
     std::vector<uint8_t> bytes;
@@ -146,6 +174,7 @@ class Partition {
     uint64_t version = 0;
     uint64_t location = 0;
     EventId last_id{};
+    Status error;  // the log could not be read to find the head
   };
   struct PendingHead {
     Head head;
@@ -155,9 +184,14 @@ class Partition {
   // Recovery.
   Status OpenSegments(std::vector<uint32_t> ids);
   bool LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset);
+  Status OpenIndexes();
+  std::vector<bool> restored_;  // recovery only: a slot's index came from the checkpoint
+  static Status IndexOnlyScan(const SegmentFile& file, uint64_t until, SegmentIndexBuilder* index,
+                              SegmentSummary* summary);
   Status ScanFrom(uint32_t start_slot, uint32_t start_offset);
   Status ApplyRecovered(SegmentSlot& slot, uint64_t offset, const std::vector<uint8_t>& batch,
                         const format::BatchHeader& header);
+  Status ApplyRecord(SegmentSlot& slot, const format::RecordView& r, uint64_t location);
   bool LaterSegmentsEmpty(size_t slot);
 
   // Writer thread.
@@ -165,7 +199,9 @@ class Partition {
   bool TakeQueued();
   void FillGathering();
   bool Admit(std::unique_ptr<AppendOp>& op);
-  Head CurrentHead(const std::string& stream) const;
+  Head CurrentHead(const AppendOp& op);
+  Head DurableHead(const std::string& stream, uint64_t hash);
+  void Remember(uint64_t hash, const std::string& stream, uint64_t location, const EventId& id);
   std::optional<Result<AppendResult>> CheckRetry(const AppendOp& op, const Head& head);
   void Encode(AppendOp& op, const Head& head);
   Status Roll();
@@ -180,8 +216,34 @@ class Partition {
   void FailStop(const Status& why);
   Status FailedStatus();
 
+  // Finisher thread: writes full segments' indexes, then seals them.
+  void FinisherLoop();
+  void QueueFinish(uint32_t segment_id);
+  Status Finish(uint32_t segment_id);
+
   // Reads.
   std::shared_ptr<SegmentFile> SegmentById(uint32_t id) const;  // takes mu_ shared
+  // The stream's slot, verified against the name in its head record.
+  Result<std::optional<Found>> FindStream(std::string_view stream, uint64_t hash) const;
+  // The run of segment `LocationSegment(location)` holding the event at
+  // `location`, cut to versions >= min_version.
+  Result<Run> RunAt(uint64_t hash, uint64_t location, uint64_t min_version);
+  // Locations of versions [lo, hi] of the stream whose event `version` is
+  // at `location` (version >= hi), ascending.
+  Result<std::vector<uint64_t>> Locate(uint64_t hash, uint64_t version, uint64_t location, uint64_t lo,
+                                       uint64_t hi);
+  // Where a scan for the first batch at or after `target` (a position, or
+  // with `by_time` a commit time) may start in a segment: by its block map
+  // when sealed, its index file's samples, or `samples`.
+  static Result<uint64_t> StartOffset(const SegmentFile& file, const std::shared_ptr<SegmentIndex>& index,
+                                      std::vector<TimeSample> samples, uint64_t target, bool by_time);
+  // StartOffset, rebuilding a damaged index file first.
+  Result<uint64_t> StartOffsetHealing(const SegmentFile& file, std::shared_ptr<SegmentIndex> index,
+                                      std::vector<TimeSample> samples, uint64_t target, bool by_time);
+  // Replaces the damaged index file `damaged` of segment `segment_id` by
+  // an index rebuilt from the segment (in memory now, on disk once the
+  // finisher writes it again). Index files are derived data.
+  Status RebuildIndex(uint32_t segment_id, const std::shared_ptr<SegmentIndex>& damaged, const Status& why);
   Status ReadRecordAt(uint64_t location, bool verify, std::vector<uint8_t>* buf,
                       format::RecordView* r) const;
   void Log(const std::string& line) const;
@@ -190,7 +252,7 @@ class Partition {
   Sequencer* sequencer_ = nullptr;
 
   mutable std::shared_mutex mu_;
-  StreamMap streams_;                  // guarded by mu_
+  StreamTable streams_;                // guarded by mu_
   std::vector<SegmentSlot> segments_;  // guarded by mu_; ids ascending, contiguous
   uint64_t last_position_ = 0;         // guarded by mu_
   int64_t last_recorded_at_ns_ = 0;    // guarded by mu_
@@ -221,6 +283,25 @@ class Partition {
   std::deque<std::unique_ptr<AppendOp>> backlog_;
   std::unordered_map<std::string, PendingHead> pending_;
   bool writer_failed_ = false;
+  // Names the writer has verified against the log, with their head's
+  // version and event id: hot streams need no read to be told apart from
+  // others with the same hash. Direct-mapped by hash; writer thread only.
+  struct KnownName {
+    uint64_t hash = 0;
+    uint64_t location = 0;  // of the head event
+    EventId last_id{};
+    std::string name;
+  };
+  static constexpr size_t kKnownNames = 16384;
+  std::vector<KnownName> known_;
+
+  // The finisher: segment ids queued under finish_mu_.
+  std::thread finisher_;
+  std::mutex finish_mu_;
+  std::condition_variable finish_cv_;
+  std::deque<uint32_t> to_finish_;
+  bool finishing_ = false;
+  std::atomic<bool> finisher_stop_{false};
 
   // The next segment, created ahead of need on prepare_thread_ so that a
   // roll does not wait for its zero-fill. The writer starts the thread and

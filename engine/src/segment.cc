@@ -8,11 +8,26 @@
 #include <cstring>
 
 #include "annal/assert.h"
+#include "sealed.h"
 
 namespace annal {
 
 Status CorruptionAt(const SegmentFile& seg, uint64_t offset, const std::string& why) {
   return Status::Corruption(seg.path + " at offset " + std::to_string(offset) + ": " + why);
+}
+
+Status SegmentFile::Read(uint64_t offset, size_t len, uint8_t* out) const {
+  if (sealed) return sealed->Read(offset, len, out);
+  return fs::PreadExact(fd.get(), out, len, offset, path);
+}
+
+std::shared_ptr<SegmentFile> SealedSegmentFile(uint32_t id, std::shared_ptr<SealedSegment> sealed) {
+  auto seg = std::make_shared<SegmentFile>();
+  seg->id = id;
+  seg->path = sealed->path();
+  seg->size_bytes = seg->capacity_bytes = sealed->data_end();
+  seg->sealed = std::move(sealed);
+  return seg;
 }
 
 static constexpr std::string_view kTempSuffix = ".tmp";
@@ -67,11 +82,19 @@ Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
 }
 
 Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_t segment_id,
-                                                 const format::SegmentHeader& expected) {
+                                                 const format::SegmentHeader& expected,
+                                                 BlockCache* cache) {
   const uint64_t segment_bytes = expected.segment_bytes;
   auto seg = std::make_shared<SegmentFile>();
   seg->id = segment_id;
   seg->path = fs::Join(dir, format::SegmentFileName(segment_id));
+  ANNAL_ASSIGN_OR_RETURN(bool is_sealed, IsSealedFile(seg->path));
+  if (is_sealed) {
+    format::SegmentHeader h = expected;
+    h.segment_id = segment_id;
+    ANNAL_ASSIGN_OR_RETURN(auto sealed, SealedSegment::Open(seg->path, h, cache));
+    return SealedSegmentFile(segment_id, std::move(sealed));
+  }
   ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::Open(seg->path, O_RDWR));
   ANNAL_ASSIGN_OR_RETURN(seg->size_bytes, fs::FileSize(seg->fd.get(), seg->path));
   if (seg->size_bytes < format::kSegmentHeaderBytes)
@@ -114,7 +137,7 @@ Result<bool> ZeroFrom(const SegmentFile& seg, uint64_t from) {
   std::vector<uint8_t> buf(1 << 20);
   for (uint64_t at = from; at < seg.size_bytes;) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), seg.size_bytes - at));
-    ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg.fd.get(), buf.data(), n, at, seg.path));
+    ANNAL_RETURN_IF_ERROR(seg.Read(at, n, buf.data()));
     if (!AllZero(buf.data(), n)) return false;
     at += n;
   }
@@ -126,7 +149,7 @@ Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset,
   using format::kBatchHeaderBytes;
   if (offset + kBatchHeaderBytes > seg.size_bytes) return BatchCheck{BatchCheck::kEnd, ""};
   uint8_t hb[kBatchHeaderBytes];
-  ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg.fd.get(), hb, sizeof hb, offset, seg.path));
+  ANNAL_RETURN_IF_ERROR(seg.Read(offset, sizeof hb, hb));
   if (AllZero(hb, sizeof hb)) return BatchCheck{BatchCheck::kEnd, ""};
   Status s = format::DecodeBatchHeader(hb, header);
   if (!s.ok()) {
@@ -142,7 +165,7 @@ Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset,
                       "batch runs past the end of the file", true};
   }
   buf->resize(header->length);
-  ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg.fd.get(), buf->data(), header->length, offset, seg.path));
+  ANNAL_RETURN_IF_ERROR(seg.Read(offset, header->length, buf->data()));
   uint64_t stored = format::Get64(buf->data() + header->length - format::kBatchTrailerBytes);
   if (stored == format::BatchChecksum(buf->data(), header->length))
     return BatchCheck{BatchCheck::kValid, "", true};

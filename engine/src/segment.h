@@ -18,12 +18,22 @@
 
 namespace annal {
 
+class SealedSegment;
+class BlockCache;
+
 struct SegmentFile {
   uint32_t id = 0;
   std::string path;
   fs::Fd fd;
   uint64_t size_bytes = 0;      // as found on disk
   uint64_t capacity_bytes = 0;  // the store's segment size; writes stay below it
+  // Set when the file is sealed (sealed.h). The log then reads as it was
+  // written, and size_bytes and capacity_bytes are the end of its data.
+  std::shared_ptr<SealedSegment> sealed;
+
+  // Reads `len` bytes of the log at `offset`: from the file, or from a
+  // sealed file's verified blocks.
+  Status Read(uint64_t offset, size_t len, uint8_t* out) const;
 };
 
 // Creates a segment file that survives a crash once this returns: it is
@@ -37,9 +47,13 @@ Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
                                                    const format::SegmentHeader& header);
 // The temporary name CreateSegment writes to before the rename.
 bool IsSegmentTempFile(std::string_view name);
-// Opens a segment for reading and writing and validates its header.
+// Opens a segment and validates its header: for reading and writing, or
+// for reading through `cache` when it is sealed.
 Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_t segment_id,
-                                                 const format::SegmentHeader& expected);
+                                                 const format::SegmentHeader& expected,
+                                                 BlockCache* cache);
+// A SegmentFile reading the sealed file `sealed`, for segment `id`.
+std::shared_ptr<SegmentFile> SealedSegmentFile(uint32_t id, std::shared_ptr<SealedSegment> sealed);
 
 // True when the segment at `path` was created but never reached the point
 // where batches are written to it: shorter than a header, or a header whose

@@ -16,6 +16,7 @@
 #include "annal/env.h"
 #include "annal/store.h"
 #include "format.h"
+#include "block_cache.h"
 #include "fs.h"
 #include "partition.h"
 #include "sequencer.h"
@@ -54,6 +55,10 @@ Status ValidateOptions(const Options& o) {
     return Status::InvalidArgument("max_payload_bytes must be 1..16 MiB");
   if (o.max_batch_bytes < 64 * 1024 || o.max_batch_bytes > limits::kMaxBatchBytesCeiling)
     return Status::InvalidArgument("max_batch_bytes must be 64 KiB..64 MiB");
+  if (o.seal_block_bytes < 4096 || o.seal_block_bytes > 16 * 1024 * 1024)
+    return Status::InvalidArgument("seal_block_bytes must be 4 KiB..16 MiB");
+  if (o.seal_zstd_level < 1 || o.seal_zstd_level > 19)
+    return Status::InvalidArgument("seal_zstd_level must be 1..19");
   return Status::Ok();
 }
 
@@ -78,6 +83,11 @@ class StoreImpl final : public Store {
   Result<std::vector<RecordedEvent>> ReadAll(GlobalPosition from, size_t max_count) override;
   Result<RecordedEvent> ReadEvent(GlobalPosition position) override;
   Result<StreamInfo> GetStreamInfo(std::string_view stream) override;
+  Result<GlobalPosition> PositionAtTime(int64_t time_ns) override;
+  Result<uint64_t> StreamVersionAtTime(std::string_view stream, int64_t time_ns) override;
+  void WaitForBackgroundWork() override {
+    for (auto& p : partitions_) p->WaitForFinisher();
+  }
   GlobalPosition DurableHead() const override {
     return GlobalPosition(sequencer_ ? sequencer_->DurableHead() : 0);
   }
@@ -89,6 +99,12 @@ class StoreImpl final : public Store {
     StoreStats s;
     s.durable_head = DurableHead().get();
     for (const auto& p : partitions_) s.partitions.push_back(p->Stats());
+    if (cache_) {
+      BlockCache::Stats c = cache_->GetStats();
+      s.block_cache_bytes = c.bytes;
+      s.block_cache_hits = c.hits;
+      s.block_cache_misses = c.misses;
+    }
     return s;
   }
   Status Checkpoint() override;
@@ -111,6 +127,8 @@ class StoreImpl final : public Store {
   Options options_;
   format::Manifest manifest_;
   fs::Fd lock_fd_;
+  // Before partitions_: their segment files drop their entries on destruction.
+  std::unique_ptr<BlockCache> cache_;
   std::vector<std::unique_ptr<Partition>> partitions_;
   std::unique_ptr<Sequencer> sequencer_;
   std::atomic<bool> open_{false};
@@ -176,14 +194,20 @@ Status StoreImpl::LoadOrCreateManifest() {
 }
 
 Status StoreImpl::RecoverPartitions() {
+  cache_ = std::make_unique<BlockCache>(options_.block_cache_bytes);
   for (uint32_t i = 0; i < manifest_.partitions; ++i) {
-    PartitionConfig c{i,
-                      manifest_.partitions,
-                      fs::Join(dir_, format::PartitionDirName(i)),
-                      manifest_.segment_bytes,
-                      options_.max_batch_bytes,
-                      options_.env,
-                      options_.log};
+    PartitionConfig c;
+    c.id = i;
+    c.partitions = manifest_.partitions;
+    c.dir = fs::Join(dir_, format::PartitionDirName(i));
+    c.segment_bytes = manifest_.segment_bytes;
+    c.max_batch_bytes = options_.max_batch_bytes;
+    c.env = options_.env;
+    c.log = options_.log;
+    c.cache = cache_.get();
+    c.seal = options_.seal_segments;
+    c.seal_block_bytes = options_.seal_block_bytes;
+    c.seal_level = options_.seal_zstd_level;
     partitions_.push_back(std::make_unique<Partition>(std::move(c)));
   }
   // Partitions recover independently; use every core.
@@ -316,6 +340,24 @@ Result<StreamInfo> StoreImpl::GetStreamInfo(std::string_view stream) {
   if (!open_) return Status::Unavailable("the store is closed");
   ANNAL_RETURN_IF_ERROR(ValidateStreamName(stream));
   return PartitionFor(stream).Info(stream);
+}
+
+Result<GlobalPosition> StoreImpl::PositionAtTime(int64_t time_ns) {
+  if (!open_) return Status::Unavailable("the store is closed");
+  // Commit times do not decrease with position, so the first position at
+  // or after the time is the least over the partitions.
+  uint64_t head = sequencer_->DurableHead(), best = head + 1;
+  for (auto& p : partitions_) {
+    ANNAL_ASSIGN_OR_RETURN(uint64_t at, p->PositionAtTime(time_ns));
+    if (at != 0) best = std::min(best, at);
+  }
+  return GlobalPosition(best);
+}
+
+Result<uint64_t> StoreImpl::StreamVersionAtTime(std::string_view stream, int64_t time_ns) {
+  if (!open_) return Status::Unavailable("the store is closed");
+  ANNAL_RETURN_IF_ERROR(ValidateStreamName(stream));
+  return PartitionFor(stream).StreamVersionAtTime(stream, time_ns);
 }
 
 Status StoreImpl::Checkpoint() {

@@ -1,39 +1,57 @@
 #include "stream_index.h"
 
+#include <cmath>
+
 #include "annal/assert.h"
 
 namespace annal {
 
-void StreamEntry::Add(uint64_t version, uint64_t location, const EventId& id,
-                      int64_t recorded_at_ns) {
-  if (version == 0) {
-    ANNAL_ASSERT(anchor_count == 0);
-    first_recorded_at_ns = recorded_at_ns;
-  } else {
-    ANNAL_ASSERT(version == head_version + 1);
-  }
-  head_version = version;
-  head_location = location;
-  head_event_id = id;
-  last_recorded_at_ns = recorded_at_ns;
-  if (version % anchor_stride != 0) return;
-  if (anchor_count == anchors.size()) {
-    // Full: keep every other anchor and double the stride.
-    uint8_t kept = 0;
-    for (uint8_t i = 0; i < anchor_count; ++i)
-      if (anchors[i].version % (2ull * anchor_stride) == 0) anchors[kept++] = anchors[i];
-    anchor_count = kept;
-    anchor_stride *= 2;
-    if (version % anchor_stride != 0) return;
-  }
-  anchors[anchor_count++] = Anchor{version, location};
+// The hash's high bits pick the home slot (multiply-shift), so capacity need
+// not be a power of two and growth can be by half.
+size_t StreamTable::Home(uint64_t hash) const {
+  return static_cast<size_t>((static_cast<unsigned __int128>(hash) * slots_.size()) >> 64);
 }
 
-Anchor StreamEntry::StartFor(uint64_t version) const {
-  ANNAL_ASSERT(version <= head_version);
-  for (uint8_t i = 0; i < anchor_count; ++i)
-    if (anchors[i].version >= version) return anchors[i];
-  return Anchor{head_version, head_location};
+void StreamTable::Reserve(size_t streams) {
+  size_t want = static_cast<size_t>(std::ceil(static_cast<double>(streams) / kMaxLoad)) + 1;
+  if (want > slots_.size()) Grow(want);
+}
+
+void StreamTable::Grow(size_t capacity) {
+  std::vector<StreamSlot> old;
+  old.swap(slots_);
+  slots_.assign(capacity, StreamSlot{});
+  slots_.shrink_to_fit();
+  size_ = 0;
+  for (const StreamSlot& s : old)
+    if (!s.empty()) Insert(s);
+}
+
+StreamSlot* StreamTable::Find(uint64_t hash, const std::function<bool(StreamSlot&)>& fn) {
+  if (slots_.empty()) return nullptr;
+  for (size_t i = Home(hash);; i = i + 1 == slots_.size() ? 0 : i + 1) {
+    StreamSlot& s = slots_[i];
+    if (s.empty()) return nullptr;
+    if (s.hash == hash && fn(s)) return &s;
+  }
+}
+
+const StreamSlot* StreamTable::Find(uint64_t hash,
+                                    const std::function<bool(const StreamSlot&)>& fn) const {
+  return const_cast<StreamTable*>(this)->Find(hash, [&](StreamSlot& s) { return fn(s); });
+}
+
+StreamSlot* StreamTable::Insert(const StreamSlot& slot) {
+  ANNAL_ASSERT(!slot.empty());
+  if (static_cast<double>(size_ + 1) > static_cast<double>(slots_.size()) * kMaxLoad)
+    Grow(std::max<size_t>(64, slots_.size() + slots_.size() / 2));
+  for (size_t i = Home(slot.hash);; i = i + 1 == slots_.size() ? 0 : i + 1) {
+    if (slots_[i].empty()) {
+      slots_[i] = slot;
+      ++size_;
+      return &slots_[i];
+    }
+  }
 }
 
 }  // namespace annal

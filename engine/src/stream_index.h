@@ -1,59 +1,66 @@
-// The in-memory stream index of one partition: per stream, what appends
-// need to check expected versions and what reads need to find events.
+// The in-memory stream table of one partition: per stream, what appends
+// need to check expected versions and where reads start.
 //
-// Per stream it keeps the head (version, location, event id), the first and
-// last commit times, and up to limits::kStreamAnchors anchors: locations of
-// versions that are multiples of a stride which doubles as the stream grows.
-// Every record on disk points back to the previous event of its stream, so a
-// read starts at the nearest anchor (or the head) at or above its target and
-// follows those back-pointers. Memory is therefore bounded per stream
-// (docs/architecture.md states the bytes), whatever the number of events;
-// the cost is at most one stride of back-pointer hops per stream read.
+// A stream is known by the 64-bit hash of its name (format::StreamHash);
+// names are not kept in memory. A slot holds the hash, the head version,
+// the location of the head event and of the stream's first event: 32 bytes,
+// in an open-addressing table kept at most kMaxLoad full, so about 40 bytes
+// per stream (docs/architecture.md). Two streams whose names hash alike
+// get two slots with the same hash; the owner tells them apart by the
+// stream name stored in the records their slots point to.
+//
+// Everything between the first event and the head is found through the
+// segment indexes (segment_index.h), so the table does not grow with the
+// number of events.
 //
 // Thread-safety: none of its own; the owning Partition guards it.
 #pragma once
 
-#include <array>
 #include <cstdint>
-#include <string>
+#include <functional>
 #include <string_view>
-#include <unordered_map>
-
-#include "annal/limits.h"
-#include "annal/types.h"
+#include <vector>
 
 namespace annal {
 
-struct Anchor {
-  uint64_t version = 0;
-  uint64_t location = 0;
-};
-
-struct StreamEntry {
-  static constexpr uint32_t kInitialStride = 16;
-
+struct StreamSlot {
+  uint64_t hash = 0;
   uint64_t head_version = 0;
-  uint64_t head_location = 0;
-  EventId head_event_id{};
-  int64_t first_recorded_at_ns = 0;
-  int64_t last_recorded_at_ns = 0;
-  uint32_t anchor_stride = kInitialStride;
-  uint8_t anchor_count = 0;
-  std::array<Anchor, limits::kStreamAnchors> anchors{};
+  uint64_t head_location = 0;  // 0 marks an empty slot (offset 0 is a segment header)
+  uint64_t first_location = 0;
 
-  // Records the stream's next event. REQUIRES: version is head_version + 1,
-  // or 0 for a new entry.
-  void Add(uint64_t version, uint64_t location, const EventId& id, int64_t recorded_at_ns);
-  // The nearest known event at or above `version` (REQUIRES: <= head).
-  Anchor StartFor(uint64_t version) const;
+  bool empty() const { return head_location == 0; }
 };
+static_assert(sizeof(StreamSlot) == 32);
 
-// Heterogeneous lookup by string_view, so reads need not build a string.
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+class StreamTable {
+ public:
+  static constexpr double kMaxLoad = 0.85;
+
+  // Makes room for `streams` slots without growing.
+  void Reserve(size_t streams);
+
+  // Calls `fn` on each slot with `hash`, in probe order, until it returns
+  // true; returns that slot, or nullptr. Slot pointers stay valid until the
+  // next Insert.
+  StreamSlot* Find(uint64_t hash, const std::function<bool(StreamSlot&)>& fn);
+  const StreamSlot* Find(uint64_t hash, const std::function<bool(const StreamSlot&)>& fn) const;
+  // Adds a slot for a new stream (REQUIRES: slot.head_location != 0).
+  StreamSlot* Insert(const StreamSlot& slot);
+
+  template <typename F>
+  void ForEach(F&& fn) const {
+    for (const StreamSlot& s : slots_)
+      if (!s.empty()) fn(s);
+  }
+  size_t size() const { return size_; }
+  size_t memory_bytes() const { return slots_.capacity() * sizeof(StreamSlot); }
+
+ private:
+  size_t Home(uint64_t hash) const;
+  void Grow(size_t capacity);
+  std::vector<StreamSlot> slots_;
+  size_t size_ = 0;
 };
-
-using StreamMap = std::unordered_map<std::string, StreamEntry, StringHash, std::equal_to<>>;
 
 }  // namespace annal

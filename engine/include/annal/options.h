@@ -40,6 +40,20 @@ struct Options {
   // ...or once this much time passed with at least one append.
   uint64_t checkpoint_interval_ms = 60'000;
 
+  // Sealing: once a partition's active segment is full, a background
+  // thread recompresses its batches with zstd into independently decodable
+  // blocks of about `seal_block_bytes` of log (whole batches; a batch
+  // larger than that is a block of its own), writes the stream index of the
+  // segment beside it, and replaces the segment file atomically. Appends
+  // never wait for it. Off: full segments stay as written.
+  bool seal_segments = true;
+  size_t seal_block_bytes = 64 * 1024;
+  int seal_zstd_level = 3;
+  // Decompressed blocks of sealed segments (and their block maps and
+  // segment indexes) kept in memory for hot reads, shared by all
+  // partitions. Least recently used entries are evicted beyond this.
+  size_t block_cache_bytes = 64ull * 1024 * 1024;
+
   // Where the write path reaches the OS; nullptr means Env::Default().
   // Not owned; must outlive the store.
   Env* env = nullptr;

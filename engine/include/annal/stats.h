@@ -45,6 +45,13 @@ struct PartitionStats {
   uint64_t streams = 0;
   uint64_t segments = 0;
   uint64_t bytes_on_disk = 0;
+  // Sealed (zstd-compressed) segments: how many, the log bytes they hold
+  // and the bytes their files take. raw / stored is the compression ratio.
+  uint64_t sealed_segments = 0;
+  uint64_t sealed_raw_bytes = 0;
+  uint64_t sealed_stored_bytes = 0;
+  // Bytes of memory the stream index takes (table and its side structures).
+  uint64_t index_memory_bytes = 0;
   bool fail_stopped = false;
   Histogram::Snapshot sync_seconds;   // write + sync of one batch
   Histogram::Snapshot batch_events;   // events per batch
@@ -52,6 +59,10 @@ struct PartitionStats {
 
 struct StoreStats {
   uint64_t durable_head = 0;
+  // The shared cache of decompressed blocks (Options::block_cache_bytes).
+  uint64_t block_cache_bytes = 0;
+  uint64_t block_cache_hits = 0;
+  uint64_t block_cache_misses = 0;
   std::vector<PartitionStats> partitions;
 };
 

@@ -92,6 +92,17 @@ class Store {
   // a position that was never made durable).
   virtual Result<RecordedEvent> ReadEvent(GlobalPosition position) = 0;
 
+  // The time index. The position of the first event recorded at or after
+  // `time_ns` (nanoseconds since the Unix epoch), or DurableHead() + 1 when
+  // every durable event is older. Logarithmic in the number of segments and
+  // of blocks; reads at most one batch's headers.
+  virtual Result<GlobalPosition> PositionAtTime(int64_t time_ns) = 0;
+  // The version of the first event of `stream` recorded at or after
+  // `time_ns`, or the stream's head + 1 when every event is older.
+  // Logarithmic in the stream's length. kNotFound when the stream does not
+  // exist.
+  virtual Result<uint64_t> StreamVersionAtTime(std::string_view stream, int64_t time_ns) = 0;
+
   // kNotFound when the stream does not exist.
   virtual Result<StreamInfo> GetStreamInfo(std::string_view stream) = 0;
 
@@ -106,6 +117,11 @@ class Store {
 
   // Counters and histograms for monitoring.
   virtual StoreStats GetStats() const = 0;
+
+  // Blocks until every full segment queued so far has its index file
+  // written and, when Options::seal_segments is on, is sealed. Appends
+  // never wait for this; tests and tools that inspect files do.
+  virtual void WaitForBackgroundWork() = 0;
 
   // Writes an index checkpoint of every partition now.
   virtual Status Checkpoint() = 0;

@@ -1,0 +1,548 @@
+#include "sealed.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "annal/assert.h"
+#include "segment.h"
+
+namespace annal {
+
+using format::Get32;
+using format::Get64;
+using format::kBlockEntryBytes;
+using format::kSealedFooterBytes;
+using format::kSegmentHeaderBytes;
+using format::Put32;
+using format::Put64;
+
+namespace {
+
+// The block map's cache key; blocks use their index (< 2^32).
+constexpr uint64_t kMapCacheKey = ~0ull;
+
+// Byte offsets inside a block entry (sealed.h).
+constexpr size_t kEntryLogicalOffset = 0, kEntryRawLength = 4, kEntryFileOffset = 8,
+                 kEntryStoredLength = 16, kEntryReserved = 20, kEntryFirstPosition = 24,
+                 kEntryFirstRecordedAt = 32, kEntryChecksum = 40;
+static_assert(kEntryChecksum + 8 == kBlockEntryBytes);
+// Byte offsets inside the footer.
+constexpr size_t kFooterVersion = 8, kFooterBlockCount = 12, kFooterMapOffset = 16,
+                 kFooterDataEnd = 24, kFooterFirstPosition = 32, kFooterLastPosition = 40,
+                 kFooterMapChecksum = 48, kFooterChecksum = 56;
+static_assert(kFooterChecksum + 8 == kSealedFooterBytes);
+static_assert(sizeof format::kSealedMagic == 8 && sizeof format::kSealedFooterMagic == 8);
+
+struct Footer {
+  uint32_t block_count = 0;
+  uint64_t map_offset = 0, data_end = 0, first_position = 0, last_position = 0, map_checksum = 0;
+};
+
+Status CorruptAt(const std::string& path, uint64_t offset, const std::string& why) {
+  return Status::Corruption(path + " at offset " + std::to_string(offset) + ": " + why);
+}
+
+std::string BlockName(uint32_t index, uint64_t logical_offset) {
+  return "compressed block " + std::to_string(index) + " (log offset " +
+         std::to_string(logical_offset) + ")";
+}
+
+void EncodeEntry(const BlockEntry& e, uint8_t* out) {
+  Put32(out + kEntryLogicalOffset, e.logical_offset);
+  Put32(out + kEntryRawLength, e.raw_length);
+  Put64(out + kEntryFileOffset, e.file_offset);
+  Put32(out + kEntryStoredLength, e.stored_length);
+  Put32(out + kEntryReserved, 0);
+  Put64(out + kEntryFirstPosition, e.first_position);
+  Put64(out + kEntryFirstRecordedAt, static_cast<uint64_t>(e.first_recorded_at_ns));
+  Put64(out + kEntryChecksum, e.checksum);
+}
+
+BlockEntry DecodeEntry(const uint8_t* in) {
+  BlockEntry e;
+  e.logical_offset = Get32(in + kEntryLogicalOffset);
+  e.raw_length = Get32(in + kEntryRawLength);
+  e.file_offset = Get64(in + kEntryFileOffset);
+  e.stored_length = Get32(in + kEntryStoredLength);
+  e.first_position = Get64(in + kEntryFirstPosition);
+  e.first_recorded_at_ns = static_cast<int64_t>(Get64(in + kEntryFirstRecordedAt));
+  e.checksum = Get64(in + kEntryChecksum);
+  return e;
+}
+
+void EncodeFooter(const Footer& f, uint8_t out[kSealedFooterBytes]) {
+  std::memcpy(out, format::kSealedFooterMagic, 8);
+  Put32(out + kFooterVersion, format::kSealedVersion);
+  Put32(out + kFooterBlockCount, f.block_count);
+  Put64(out + kFooterMapOffset, f.map_offset);
+  Put64(out + kFooterDataEnd, f.data_end);
+  Put64(out + kFooterFirstPosition, f.first_position);
+  Put64(out + kFooterLastPosition, f.last_position);
+  Put64(out + kFooterMapChecksum, f.map_checksum);
+  Put64(out + kFooterChecksum, format::Checksum(out, kFooterChecksum));
+}
+
+// `at`: the footer's file offset, for messages.
+Result<Footer> DecodeFooter(const uint8_t in[kSealedFooterBytes], const std::string& path,
+                            uint64_t at) {
+  if (std::memcmp(in, format::kSealedFooterMagic, 8) != 0)
+    return CorruptAt(path, at, "not a sealed segment's footer (bad magic)");
+  if (Get64(in + kFooterChecksum) != format::Checksum(in, kFooterChecksum))
+    return CorruptAt(path, at, "sealed segment footer checksum mismatch");
+  uint32_t version = Get32(in + kFooterVersion);
+  if (version != format::kSealedVersion)
+    return CorruptAt(path, at,
+                     "sealed format version " + std::to_string(version) +
+                         " is not supported (this build reads version " +
+                         std::to_string(format::kSealedVersion) + ")");
+  Footer f;
+  f.block_count = Get32(in + kFooterBlockCount);
+  f.map_offset = Get64(in + kFooterMapOffset);
+  f.data_end = Get64(in + kFooterDataEnd);
+  f.first_position = Get64(in + kFooterFirstPosition);
+  f.last_position = Get64(in + kFooterLastPosition);
+  f.map_checksum = Get64(in + kFooterMapChecksum);
+  return f;
+}
+
+// Why entry `e` cannot follow a map that covers the log up to `next`, or
+// "" when it can. Blocks lie in [64, map_offset) of the file.
+std::string EntryProblem(const BlockEntry& e, uint64_t next, uint64_t data_end,
+                         uint64_t map_offset) {
+  if (e.logical_offset != next)
+    return "starts at log offset " + std::to_string(e.logical_offset) + ", not at " +
+           std::to_string(next);
+  if (e.raw_length == 0 || e.raw_length > data_end - next)
+    return "runs past the end of the sealed data";
+  if (e.stored_length == 0 || e.file_offset < kSegmentHeaderBytes || e.file_offset > map_offset ||
+      e.stored_length > map_offset - e.file_offset)
+    return "has its stored bytes outside the file's block area";
+  return "";
+}
+
+// Reads the block map and checks it against the footer: its checksum, and
+// blocks that cover [64, data_end) one after another.
+Result<BlockCache::Bytes> LoadBlockMap(const std::string& path, int fd, uint64_t map_offset,
+                                       uint32_t block_count, uint64_t map_checksum,
+                                       uint64_t data_end) {
+  auto map = std::make_shared<std::vector<uint8_t>>(size_t{block_count} * kBlockEntryBytes);
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd, map->data(), map->size(), map_offset, path));
+  if (format::Checksum(map->data(), map->size()) != map_checksum)
+    return CorruptAt(path, map_offset, "block map fails its checksum");
+  uint64_t next = kSegmentHeaderBytes;
+  for (uint32_t i = 0; i < block_count; ++i) {
+    BlockEntry e = DecodeEntry(map->data() + size_t{i} * kBlockEntryBytes);
+    std::string why = EntryProblem(e, next, data_end, map_offset);
+    if (!why.empty())
+      return CorruptAt(path, map_offset, "block map entry " + std::to_string(i) + " " + why);
+    next += e.raw_length;
+  }
+  if (next != data_end)
+    return CorruptAt(path, map_offset,
+                     "block map covers the log up to offset " + std::to_string(next) +
+                         ", not up to its data end " + std::to_string(data_end));
+  return BlockCache::Bytes(std::move(map));
+}
+
+struct ZstdFree {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+
+// One decompression context per reading thread: creating one allocates
+// more than a typical block.
+ZSTD_DCtx* ThreadDCtx() {
+  thread_local std::unique_ptr<ZSTD_DCtx, ZstdFree> dctx(ZSTD_createDCtx());
+  return dctx.get();
+}
+
+// Reads block `index`, described by `e`, verifies and decompresses it.
+Result<BlockCache::Bytes> LoadBlock(const std::string& path, int fd, const BlockEntry& e,
+                                    uint32_t index) {
+  std::vector<uint8_t> stored(e.stored_length);
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd, stored.data(), stored.size(), e.file_offset, path));
+  if (format::Checksum(stored.data(), stored.size()) != e.checksum)
+    return CorruptAt(path, e.file_offset,
+                     BlockName(index, e.logical_offset) + " fails its checksum");
+  ZSTD_DCtx* dctx = ThreadDCtx();
+  if (dctx == nullptr) return Status::IoError("out of memory for a zstd decompression context");
+  auto raw = std::make_shared<std::vector<uint8_t>>(e.raw_length);
+  size_t n = ZSTD_decompressDCtx(dctx, raw->data(), raw->size(), stored.data(), stored.size());
+  if (ZSTD_isError(n))
+    return CorruptAt(
+        path, e.file_offset,
+        BlockName(index, e.logical_offset) + " does not decompress: " + ZSTD_getErrorName(n));
+  if (n != e.raw_length)
+    return CorruptAt(path, e.file_offset,
+                     BlockName(index, e.logical_offset) + " decompresses to " + std::to_string(n) +
+                         " bytes, not " + std::to_string(e.raw_length));
+  return BlockCache::Bytes(std::move(raw));
+}
+
+// The index of the block holding log offset `offset` in a verified map.
+uint32_t FindBlock(const std::vector<uint8_t>& map, uint64_t offset) {
+  size_t lo = 0, hi = map.size() / kBlockEntryBytes;
+  // The first entry starting past `offset` is in [lo, hi].
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (Get32(map.data() + mid * kBlockEntryBytes + kEntryLogicalOffset) <= offset)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  ANNAL_ASSERT(lo >= 1);  // block 0 starts at 64, at or before every readable offset
+  return static_cast<uint32_t>(lo - 1);
+}
+
+}  // namespace
+
+// --- reading
+//
+// A SealedSegment keeps only its footer's fields. The block map lives in
+// the cache as its raw bytes, checked once when loaded and searched in
+// place, so what sealed segments hold in memory is bounded by the cache.
+
+Result<std::shared_ptr<SealedSegment>> SealedSegment::Open(const std::string& path,
+                                                           const format::SegmentHeader& expected,
+                                                           BlockCache* cache) {
+  ANNAL_ASSERT(cache != nullptr);
+  std::shared_ptr<SealedSegment> s(new SealedSegment());
+  s->path_ = path;
+  ANNAL_ASSIGN_OR_RETURN(s->fd_, fs::Open(path, O_RDONLY));
+  ANNAL_ASSIGN_OR_RETURN(uint64_t size, fs::FileSize(s->fd_.get(), path));
+  if (size < kSegmentHeaderBytes + kSealedFooterBytes)
+    return Status::Corruption(path + ": shorter than a sealed segment's header and footer");
+  uint8_t hb[kSegmentHeaderBytes];
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(s->fd_.get(), hb, sizeof hb, 0, path));
+  format::SegmentHeader h;
+  ANNAL_RETURN_IF_ERROR(format::DecodeSegmentHeader(hb, path, &h, format::kSealedMagic));
+  if (h.segment_id != expected.segment_id || h.partition != expected.partition ||
+      h.partitions != expected.partitions)
+    return Status::Corruption(path + ": header names partition " + std::to_string(h.partition) +
+                              " segment " + std::to_string(h.segment_id) +
+                              ", not where the file lies");
+  if (h.segment_bytes != expected.segment_bytes)
+    return Status::Corruption(path + ": segment size differs from the store's manifest");
+
+  const uint64_t footer_at = size - kSealedFooterBytes;
+  uint8_t fb[kSealedFooterBytes];
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(s->fd_.get(), fb, sizeof fb, footer_at, path));
+  ANNAL_ASSIGN_OR_RETURN(Footer f, DecodeFooter(fb, path, footer_at));
+  if (f.map_offset < kSegmentHeaderBytes || f.map_offset > footer_at ||
+      footer_at - f.map_offset != uint64_t{f.block_count} * kBlockEntryBytes)
+    return CorruptAt(path, footer_at,
+                     "the footer's block map (offset " + std::to_string(f.map_offset) + ", " +
+                         std::to_string(f.block_count) +
+                         " blocks) does not end where the footer starts");
+  if (f.data_end < kSegmentHeaderBytes || f.data_end > h.segment_bytes)
+    return CorruptAt(
+        path, footer_at,
+        "the footer's data end " + std::to_string(f.data_end) + " lies outside the segment");
+  if (f.block_count > 0 && f.first_position > f.last_position)
+    return CorruptAt(path, footer_at, "the footer's first position is past its last");
+  s->data_end_ = f.data_end;
+  s->first_position_ = f.first_position;
+  s->last_position_ = f.last_position;
+  s->map_offset_ = f.map_offset;
+  s->map_checksum_ = f.map_checksum;
+  s->block_count_ = f.block_count;
+  s->stored_bytes_ = size;
+  s->cache_ = cache;
+  s->cache_id_ = BlockCache::NewFileId();
+  return s;
+}
+
+SealedSegment::~SealedSegment() {
+  if (cache_ != nullptr) cache_->EraseFile(cache_id_);
+}
+
+Result<std::shared_ptr<const std::vector<BlockEntry>>> SealedSegment::Blocks() const {
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes map, cache_->GetOrLoad(cache_id_, kMapCacheKey, [this] {
+    return LoadBlockMap(path_, fd_.get(), map_offset_, block_count_, map_checksum_, data_end_);
+  }));
+  ANNAL_ASSERT(map->size() == size_t{block_count_} * kBlockEntryBytes);
+  auto blocks = std::make_shared<std::vector<BlockEntry>>();
+  blocks->reserve(block_count_);
+  for (size_t at = 0; at < map->size(); at += kBlockEntryBytes)
+    blocks->push_back(DecodeEntry(map->data() + at));
+  return std::shared_ptr<const std::vector<BlockEntry>>(std::move(blocks));
+}
+
+Result<BlockCache::Bytes> SealedSegment::Block(uint32_t index) const {
+  ANNAL_ASSERT(index < block_count_);
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes map, cache_->GetOrLoad(cache_id_, kMapCacheKey, [this] {
+    return LoadBlockMap(path_, fd_.get(), map_offset_, block_count_, map_checksum_, data_end_);
+  }));
+  const BlockEntry e = DecodeEntry(map->data() + size_t{index} * kBlockEntryBytes);
+  return cache_->GetOrLoad(cache_id_, index, [&] { return LoadBlock(path_, fd_.get(), e, index); });
+}
+
+Status SealedSegment::Read(uint64_t offset, size_t len, uint8_t* out) const {
+  if (offset < kSegmentHeaderBytes)
+    return CorruptAt(path_, offset, "read before the start of the sealed data");
+  if (offset > data_end_ || len > data_end_ - offset)
+    return CorruptAt(path_, offset, "read past the end of the sealed data");
+  if (len == 0) return Status::Ok();
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes map, cache_->GetOrLoad(cache_id_, kMapCacheKey, [this] {
+    return LoadBlockMap(path_, fd_.get(), map_offset_, block_count_, map_checksum_, data_end_);
+  }));
+  // The map was verified to cover [64, data_end) when loaded, so the range
+  // lies in blocks index.. and the loop ends inside the map.
+  for (uint32_t index = FindBlock(*map, offset); len > 0; ++index) {
+    ANNAL_ASSERT(index < block_count_);
+    const BlockEntry e = DecodeEntry(map->data() + size_t{index} * kBlockEntryBytes);
+    ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes raw, cache_->GetOrLoad(cache_id_, index, [&] {
+      return LoadBlock(path_, fd_.get(), e, index);
+    }));
+    ANNAL_ASSERT(raw->size() == e.raw_length && offset >= e.logical_offset &&
+                 offset < e.logical_offset + uint64_t{e.raw_length});
+    const size_t in_block = static_cast<size_t>(offset - e.logical_offset);
+    const size_t n = std::min(len, raw->size() - in_block);
+    std::memcpy(out, raw->data() + in_block, n);
+    out += n;
+    offset += n;
+    len -= n;
+  }
+  return Status::Ok();
+}
+
+Result<bool> IsSealedFile(const std::string& path) {
+  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::Open(path, O_RDONLY));
+  ANNAL_ASSIGN_OR_RETURN(uint64_t size, fs::FileSize(fd.get(), path));
+  char magic[sizeof format::kSealedMagic];
+  if (size < sizeof magic) return false;
+  ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd.get(), magic, sizeof magic, 0, path));
+  return std::memcmp(magic, format::kSealedMagic, sizeof magic) == 0;
+}
+
+// --- sealing
+
+namespace {
+
+// Compresses blocks into the temporary file, one after another from offset
+// 64, and keeps their map for the end.
+class BlockWriter {
+ public:
+  BlockWriter(const std::string& tmp, int fd, const std::string& segment_path, int level)
+      : tmp_(tmp), fd_(fd), segment_path_(segment_path), level_(level) {}
+
+  Status Init() {
+    cctx_.reset(ZSTD_createCCtx());
+    dctx_.reset(ZSTD_createDCtx());
+    if (!cctx_ || !dctx_)
+      return Status::IoError("out of memory for zstd contexts sealing " + segment_path_);
+    return Status::Ok();
+  }
+
+  // Writes one block: the log bytes `raw` from `logical_offset`.
+  Status Add(const std::vector<uint8_t>& raw, uint64_t logical_offset, uint64_t first_position,
+             int64_t first_recorded_at_ns);
+  // Writes block map and footer after the blocks and fsyncs the file.
+  Result<SealResult> Finish(uint64_t data_end, uint64_t first_position, uint64_t last_position);
+
+ private:
+  Status CompressionError(uint64_t logical_offset, const std::string& why) const {
+    return Status::IoError("sealing " + segment_path_ + ": the block at log offset " +
+                           std::to_string(logical_offset) + " " + why);
+  }
+
+  const std::string tmp_;
+  const int fd_;
+  const std::string segment_path_;
+  const int level_;
+  std::unique_ptr<ZSTD_CCtx, ZstdFree> cctx_;
+  std::unique_ptr<ZSTD_DCtx, ZstdFree> dctx_;
+  std::vector<uint8_t> compressed_, round_trip_;
+  std::vector<BlockEntry> entries_;
+  uint64_t next_file_offset_ = kSegmentHeaderBytes;
+};
+
+Status BlockWriter::Add(const std::vector<uint8_t>& raw, uint64_t logical_offset,
+                        uint64_t first_position, int64_t first_recorded_at_ns) {
+  ANNAL_ASSERT(!raw.empty() && raw.size() <= UINT32_MAX && logical_offset <= UINT32_MAX);
+  compressed_.resize(ZSTD_compressBound(raw.size()));
+  size_t n = ZSTD_compressCCtx(cctx_.get(), compressed_.data(), compressed_.size(), raw.data(),
+                               raw.size(), level_);
+  if (ZSTD_isError(n))
+    return CompressionError(logical_offset,
+                            std::string("does not compress: ") + ZSTD_getErrorName(n));
+  if (n > UINT32_MAX) return CompressionError(logical_offset, "compresses to more than 4 GiB");
+  // Pair check: the frame must give back exactly the bytes verified before.
+  round_trip_.resize(raw.size());
+  size_t back = ZSTD_decompressDCtx(dctx_.get(), round_trip_.data(), round_trip_.size(),
+                                    compressed_.data(), n);
+  if (ZSTD_isError(back) || back != raw.size() ||
+      std::memcmp(round_trip_.data(), raw.data(), raw.size()) != 0)
+    return CompressionError(logical_offset, "does not decompress to the bytes compressed");
+  BlockEntry e;
+  e.logical_offset = static_cast<uint32_t>(logical_offset);
+  e.raw_length = static_cast<uint32_t>(raw.size());
+  e.file_offset = next_file_offset_;
+  e.stored_length = static_cast<uint32_t>(n);
+  e.first_position = first_position;
+  e.first_recorded_at_ns = first_recorded_at_ns;
+  e.checksum = format::Checksum(compressed_.data(), n);
+  ANNAL_RETURN_IF_ERROR(fs::PwriteAll(fd_, compressed_.data(), n, next_file_offset_, tmp_));
+  next_file_offset_ += n;
+  entries_.push_back(e);
+  return Status::Ok();
+}
+
+Result<SealResult> BlockWriter::Finish(uint64_t data_end, uint64_t first_position,
+                                       uint64_t last_position) {
+  std::vector<uint8_t> map(entries_.size() * kBlockEntryBytes);
+  for (size_t i = 0; i < entries_.size(); ++i)
+    EncodeEntry(entries_[i], map.data() + i * kBlockEntryBytes);
+  Footer f;
+  f.block_count = static_cast<uint32_t>(entries_.size());
+  f.map_offset = next_file_offset_;
+  f.data_end = data_end;
+  f.first_position = first_position;
+  f.last_position = last_position;
+  f.map_checksum = format::Checksum(map.data(), map.size());
+  uint8_t footer[kSealedFooterBytes];
+  EncodeFooter(f, footer);
+  ANNAL_RETURN_IF_ERROR(fs::PwriteAll(fd_, map.data(), map.size(), f.map_offset, tmp_));
+  ANNAL_RETURN_IF_ERROR(fs::PwriteAll(fd_, footer, sizeof footer, f.map_offset + map.size(), tmp_));
+  ANNAL_RETURN_IF_ERROR(fs::Fdatasync(fd_, tmp_));
+  SealResult r;
+  r.raw_bytes = data_end - kSegmentHeaderBytes;
+  r.stored_bytes = f.map_offset + map.size() + sizeof footer;
+  r.blocks = f.block_count;
+  return r;
+}
+
+Status CheckCancelled(const SealOptions& options, const std::string& path) {
+  if (options.cancelled && options.cancelled())
+    return Status::Unavailable("sealing " + path + " was cancelled");
+  return Status::Ok();
+}
+
+// The batch at `offset` may be sealed: whole, verified, inside the data and
+// after the batch before it (whose last position is `prev_last`).
+Status VerifyBatch(const SegmentFile& seg, uint64_t offset, uint64_t data_end, const BatchCheck& c,
+                   const format::BatchHeader& h, const std::vector<uint8_t>& batch,
+                   std::optional<uint64_t> prev_last) {
+  if (c.kind == BatchCheck::kEnd)
+    return CorruptionAt(seg, offset,
+                        "the segment's data ends here, before " + std::to_string(data_end));
+  if (c.kind != BatchCheck::kValid) return CorruptionAt(seg, offset, "refusing to seal: " + c.why);
+  if (offset + h.length > data_end)
+    return CorruptionAt(seg, offset, "batch runs past the data end " + std::to_string(data_end));
+  if (prev_last && h.first_position <= *prev_last)
+    return CorruptionAt(seg, offset, "batch positions do not follow the previous batch's");
+  return ForEachRecord(seg, offset, batch.data(), h,
+                       [](const format::RecordView&, uint32_t) { return Status::Ok(); });
+}
+
+// What the segment holds, for the sealed header: its own header, checked.
+// Also checks that nothing follows `data_end`, so no batch is left out.
+Result<format::SegmentHeader> ReadSegmentHeader(const SegmentFile& seg, uint64_t data_end) {
+  uint8_t buf[kSegmentHeaderBytes];
+  ANNAL_RETURN_IF_ERROR(seg.Read(0, sizeof buf, buf));
+  format::SegmentHeader h;
+  ANNAL_RETURN_IF_ERROR(format::DecodeSegmentHeader(buf, seg.path, &h));
+  if (h.segment_id != seg.id)
+    return CorruptionAt(seg, 0, "header names segment " + std::to_string(h.segment_id));
+  std::vector<uint8_t> batch;
+  format::BatchHeader bh;
+  ANNAL_ASSIGN_OR_RETURN(BatchCheck end, CheckBatchAt(seg, data_end, &batch, &bh));
+  if (end.kind != BatchCheck::kEnd)
+    return CorruptionAt(seg, data_end, "the segment's data goes on past the end given for sealing");
+  return h;
+}
+
+// Verifies the batches of [64, data_end) and writes them as blocks.
+// Returns the first and last position.
+Result<std::pair<uint64_t, uint64_t>> WriteBlocks(const SegmentFile& seg, uint64_t data_end,
+                                                  const SealOptions& options, BlockWriter* w) {
+  std::vector<uint8_t> batch, block;
+  uint64_t block_start = 0, block_first_position = 0;
+  int64_t block_recorded_at_ns = 0;
+  std::optional<uint64_t> first, last;
+  auto cut = [&]() -> Status {
+    ANNAL_RETURN_IF_ERROR(CheckCancelled(options, seg.path));
+    ANNAL_RETURN_IF_ERROR(w->Add(block, block_start, block_first_position, block_recorded_at_ns));
+    block.clear();
+    return Status::Ok();
+  };
+  for (uint64_t offset = kSegmentHeaderBytes; offset < data_end;) {
+    format::BatchHeader h;
+    ANNAL_ASSIGN_OR_RETURN(BatchCheck c, CheckBatchAt(seg, offset, &batch, &h));
+    ANNAL_RETURN_IF_ERROR(VerifyBatch(seg, offset, data_end, c, h, batch, last));
+    // A batch of a block's size or more is a block alone.
+    if (!block.empty() && h.length >= options.block_bytes) ANNAL_RETURN_IF_ERROR(cut());
+    if (block.empty()) {
+      block_start = offset;
+      block_first_position = h.first_position;
+      block_recorded_at_ns = h.recorded_at_ns;
+    }
+    block.insert(block.end(), batch.begin(), batch.end());
+    if (!first) first = h.first_position;
+    last = h.first_position + h.count - 1;
+    offset += h.length;
+    if (block.size() >= options.block_bytes) ANNAL_RETURN_IF_ERROR(cut());
+  }
+  if (!block.empty()) ANNAL_RETURN_IF_ERROR(cut());
+  return std::pair<uint64_t, uint64_t>(first.value_or(0), last.value_or(0));
+}
+
+// Reads back what was written, through the reader's own checks of header,
+// footer and block map, before it may replace the segment.
+Status VerifySealedFile(const std::string& tmp, const format::SegmentHeader& h, const SealResult& r,
+                        uint64_t data_end) {
+  BlockCache no_cache(0);
+  ANNAL_ASSIGN_OR_RETURN(auto sealed, SealedSegment::Open(tmp, h, &no_cache));
+  ANNAL_ASSIGN_OR_RETURN(auto blocks, sealed->Blocks());
+  if (sealed->data_end() != data_end || sealed->stored_bytes() != r.stored_bytes ||
+      blocks->size() != r.blocks)
+    return Status::IoError(tmp + ": reads back differently from what was written");
+  return Status::Ok();
+}
+
+Result<SealResult> WriteSealedFile(const SegmentFile& seg, uint64_t data_end,
+                                   const std::string& tmp, const SealOptions& options) {
+  ANNAL_ASSIGN_OR_RETURN(format::SegmentHeader h, ReadSegmentHeader(seg, data_end));
+  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::Open(tmp, O_RDWR | O_CREAT | O_TRUNC));
+  uint8_t header[kSegmentHeaderBytes];
+  format::EncodeSegmentHeader(h, header, format::kSealedMagic);
+  ANNAL_RETURN_IF_ERROR(fs::PwriteAll(fd.get(), header, sizeof header, 0, tmp));
+  BlockWriter w(tmp, fd.get(), seg.path, options.zstd_level);
+  ANNAL_RETURN_IF_ERROR(w.Init());
+  ANNAL_ASSIGN_OR_RETURN(auto positions, WriteBlocks(seg, data_end, options, &w));
+  ANNAL_ASSIGN_OR_RETURN(SealResult r, w.Finish(data_end, positions.first, positions.second));
+  ANNAL_RETURN_IF_ERROR(VerifySealedFile(tmp, h, r, data_end));
+  ANNAL_RETURN_IF_ERROR(CheckCancelled(options, seg.path));
+  return r;
+}
+
+}  // namespace
+
+Result<SealResult> SealSegment(const SegmentFile& segment, uint64_t data_end,
+                               const std::string& dir, const SealOptions& options) {
+  ANNAL_ASSERT(!segment.sealed);
+  ANNAL_ASSERT(data_end >= kSegmentHeaderBytes && data_end <= segment.size_bytes &&
+               data_end <= UINT32_MAX);
+  ANNAL_ASSERT(options.block_bytes > 0);
+  const std::string tmp = segment.path + ".tmp";
+  Result<SealResult> r = WriteSealedFile(segment, data_end, tmp, options);
+  if (r.ok()) {
+    if (::rename(tmp.c_str(), segment.path.c_str()) == 0) {
+      // The rename is done: the segment is sealed even if this sync fails,
+      // and there is no temporary file left to remove.
+      ANNAL_RETURN_IF_ERROR(fs::SyncDir(dir));
+      return r;
+    }
+    r = Status::FromErrno(errno, "rename " + tmp + " to " + segment.path);
+  }
+  (void)::unlink(tmp.c_str());  // best effort; recovery removes it otherwise
+  return r;
+}
+
+}  // namespace annal

@@ -1,0 +1,142 @@
+// Sealed segments: a full segment recompressed with zstd.
+//
+// A partition's segment is written uncompressed (segment.h). Once it is
+// full and a later segment has taken over, a background thread seals it:
+// its batches are grouped into blocks of whole batches (about
+// SealOptions::block_bytes of log each; a larger batch is a block alone),
+// each block compressed as one independent zstd frame, and written with a
+// block map and a footer to `segment-NNNNNNNN.log.tmp`, which is fsynced,
+// renamed over the segment file and the directory fsynced. A crash before
+// the rename leaves the old file and a temporary one that recovery removes;
+// after it, the sealed file. Every batch is verified before it is copied.
+//
+// The log reads the same sealed or not: offsets (and so locations and
+// back-pointers) are those of the segment as written. Read() finds the
+// block holding an offset in the block map, verifies the block's checksum,
+// decompresses it (through the shared BlockCache) and copies.
+//
+//   sealed file := sealed_header block* block_map footer
+//   sealed_header (64 bytes): the segment header's layout (format.h) with
+//     magic "ANNALSLD"
+//   block        := one zstd frame of the log bytes
+//                   [logical_offset, logical_offset + raw_length)
+//   block_map    := block_entry{block_count}
+//   block_entry (48 bytes)
+//   +----------------+------------+-------------+---------------+----------+
+//   | logical_offset | raw_length | file_offset | stored_length | reserved |
+//   | 4              | 4          | 8           | 4             | 4        |
+//   +----------------+------------+-------------+---------------+----------+
+//   | first_position | first_recorded_at_ns | checksum (XXH3-64 of the stored frame) |
+//   | 8              | 8                    | 8                                      |
+//   +----------------+----------------------+----------------------------------------+
+//   footer (64 bytes, the file's last)
+//   +--------+---------+-------------+------------+----------+----------------+
+//   | magic  | version | block_count | map_offset | data_end | first_position |
+//   | 8      | 4       | 4           | 8          | 8        | 8              |
+//   +--------+---------+-------------+------------+----------+----------------+
+//   | last_position | map_checksum (XXH3-64 of block_map) | footer_checksum (of [0, 56)) |
+//   | 8             | 8                                   | 8                            |
+//   +---------------+-------------------------------------+------------------------------+
+//   footer magic "ANNALFTR". data_end: the end of the log's data (the first
+//   logical offset after the last batch); blocks cover [64, data_end)
+//   contiguously.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "annal/status.h"
+#include "block_cache.h"
+#include "format.h"
+#include "fs.h"
+
+namespace annal {
+
+struct SegmentFile;
+
+namespace format {
+inline constexpr char kSealedMagic[8] = {'A', 'N', 'N', 'A', 'L', 'S', 'L', 'D'};
+inline constexpr char kSealedFooterMagic[8] = {'A', 'N', 'N', 'A', 'L', 'F', 'T', 'R'};
+inline constexpr uint32_t kSealedVersion = 1;
+inline constexpr size_t kSealedFooterBytes = 64;
+inline constexpr size_t kBlockEntryBytes = 48;
+}  // namespace format
+
+struct SealOptions {
+  size_t block_bytes = 64 * 1024;
+  int zstd_level = 3;
+  // Checked between blocks; sealing gives up (kUnavailable) when it returns
+  // true, leaving the segment as it was.
+  std::function<bool()> cancelled;
+};
+
+struct SealResult {
+  uint64_t raw_bytes = 0;     // log bytes sealed: data_end - 64
+  uint64_t stored_bytes = 0;  // size of the sealed file
+  uint32_t blocks = 0;
+};
+
+struct BlockEntry {
+  uint32_t logical_offset = 0;
+  uint32_t raw_length = 0;
+  uint64_t file_offset = 0;
+  uint32_t stored_length = 0;
+  uint64_t first_position = 0;
+  int64_t first_recorded_at_ns = 0;
+  uint64_t checksum = 0;
+};
+
+// A sealed segment file, open for reading.
+class SealedSegment {
+ public:
+  // Opens and verifies header and footer of the sealed file at `path`
+  // (header fields must match `expected`, as for an unsealed segment). The
+  // block map is read lazily, through `cache`. `cache` must outlive this.
+  static Result<std::shared_ptr<SealedSegment>> Open(const std::string& path,
+                                                     const format::SegmentHeader& expected,
+                                                     BlockCache* cache);
+  ~SealedSegment();
+
+  // Copies `len` log bytes at logical `offset` into `out`. kCorruption
+  // naming the file and the block's file offset when a block fails its
+  // checksum or does not decompress to its length; kCorruption too when
+  // [offset, offset + len) is not inside [64, data_end).
+  Status Read(uint64_t offset, size_t len, uint8_t* out) const;
+
+  // The block map (verified against the footer's checksum), cached.
+  Result<std::shared_ptr<const std::vector<BlockEntry>>> Blocks() const;
+  // The decompressed bytes of block `index`, cached.
+  Result<BlockCache::Bytes> Block(uint32_t index) const;
+
+  const std::string& path() const { return path_; }
+  uint64_t data_end() const { return data_end_; }
+  uint64_t first_position() const { return first_position_; }
+  uint64_t last_position() const { return last_position_; }
+  uint32_t block_count() const { return block_count_; }
+  uint64_t stored_bytes() const { return stored_bytes_; }
+
+ private:
+  SealedSegment() = default;
+  std::string path_;
+  fs::Fd fd_;
+  BlockCache* cache_ = nullptr;
+  uint64_t cache_id_ = 0;
+  uint64_t data_end_ = 0, first_position_ = 0, last_position_ = 0;
+  uint64_t map_offset_ = 0, map_checksum_ = 0, stored_bytes_ = 0;
+  uint32_t block_count_ = 0;
+};
+
+// True when the file at `path` starts with a sealed header's magic.
+Result<bool> IsSealedFile(const std::string& path);
+
+// Seals `segment` (unsealed, holding batches in [64, data_end)) in `dir`:
+// verifies and compresses every batch, writes `<segment path>.tmp`, fsyncs
+// it, renames it over the segment and fsyncs `dir`. On any failure the
+// temporary file is removed and the segment is unchanged.
+Result<SealResult> SealSegment(const SegmentFile& segment, uint64_t data_end, const std::string& dir,
+                               const SealOptions& options);
+
+}  // namespace annal

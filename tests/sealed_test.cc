@@ -1,0 +1,641 @@
+// Sealed segments (sealed.h) and the block cache (block_cache.h). A real
+// segment is written by the store once per suite; each test seals a fresh
+// copy of it, reads it back against the original bytes, damages it, or
+// reads it through a cache too small for it.
+#include "sealed.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "annal/store.h"
+#include "block_cache.h"
+#include "format.h"
+#include "fs.h"
+#include "segment.h"
+#include "test_util.h"
+
+namespace annal {
+namespace {
+
+constexpr uint64_t kSegmentBytes = limits::kMinSegmentBytes;
+constexpr size_t kBlockBytes = 4096;
+constexpr size_t kBigPayloadBytes = 50 * 1024;
+
+std::string ReadFile(const std::string& path) {
+  auto data = fs::ReadWholeFile(path);
+  EXPECT_TRUE(data.ok()) << data.status().ToString();
+  return data.ok() ? *data : std::string();
+}
+
+void WriteFile(const std::string& path, const std::string& data) {
+  auto fd = fs::Open(path, O_WRONLY | O_CREAT | O_TRUNC);
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  ASSERT_TRUE(fs::PwriteAll(fd->get(), data.data(), data.size(), 0, path).ok());
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  std::string data = ReadFile(path);
+  ASSERT_LT(offset, data.size());
+  data[offset] = static_cast<char>(data[offset] ^ 0x5a);
+  WriteFile(path, data);
+}
+
+bool Contains(const Status& s, const std::string& part) {
+  return s.message().find(part) != std::string::npos;
+}
+
+// An order event's body: JSON, about `bytes` long and as repetitive as
+// real event bodies are.
+std::string JsonPayload(uint64_t seed, size_t bytes) {
+  std::string s = R"({"order":")" + std::to_string(seed) + R"(","lines":[)";
+  for (uint64_t i = 0; s.size() < bytes; ++i)
+    s += R"({"sku":"SKU-)" + std::to_string((seed + i) % 89) + R"(","qty":)" +
+         std::to_string(i % 5 + 1) + R"(,"unit_price_cents":)" +
+         std::to_string(100 + (seed * i) % 900) + R"(,"currency":"EUR"},)";
+  s.back() = ']';
+  return s + "}";
+}
+
+// What the suite's store wrote to its first segment.
+struct WrittenSegment {
+  struct Batch {
+    uint64_t offset, first_position;
+    uint32_t count;
+  };
+  std::string bytes;  // the whole file
+  std::vector<Batch> batches;
+  uint64_t data_end = 0;
+};
+
+format::SegmentHeader Expected() {
+  format::SegmentHeader h;
+  h.partition = 0;
+  h.segment_id = 0;
+  h.segment_bytes = kSegmentBytes;
+  h.partitions = 1;
+  return h;
+}
+
+// Walks `seg` from offset 64 to its first kEnd, checking every batch.
+void WalkBatches(const SegmentFile& seg, WrittenSegment* out) {
+  std::vector<uint8_t> buf;
+  uint64_t offset = format::kSegmentHeaderBytes;
+  for (;;) {
+    format::BatchHeader h;
+    auto c = CheckBatchAt(seg, offset, &buf, &h);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    if (c->kind == BatchCheck::kEnd) break;
+    ASSERT_EQ(c->kind, BatchCheck::kValid) << "offset " << offset << ": " << c->why;
+    out->batches.push_back({offset, h.first_position, h.count});
+    offset += h.length;
+  }
+  out->data_end = offset;
+}
+
+// Appends events of varied sizes, a few of kBigPayloadBytes, until the
+// first segment of the only partition is full, and returns that segment.
+void WriteFullSegment(const std::string& store_dir, WrittenSegment* out) {
+  Options o = testing::SmallOptions();
+  o.partitions = 1;
+  o.segment_size_bytes = kSegmentBytes;
+  o.seal_segments = false;
+  auto store = Store::Open(store_dir, o);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  std::mt19937_64 rng(42);
+  uint64_t appended_bytes = 0;
+  for (uint64_t i = 0; appended_bytes < kSegmentBytes * 3 / 2;) {
+    // A wave of concurrent appends, so batches hold one to several appends.
+    const int wave = 1 + static_cast<int>(rng() % 6);
+    std::mutex mu;
+    std::condition_variable cv;
+    int pending = wave;
+    bool all_ok = true;
+    for (int w = 0; w < wave; ++w, ++i) {
+      std::vector<EventData> events;
+      for (uint64_t n = 1 + rng() % 3; n > 0; --n) {
+        size_t size = rng() % 150 == 0 ? kBigPayloadBytes : 40 + rng() % 700;
+        events.push_back(testing::Event("OrderPlaced", JsonPayload(i, size),
+                                        R"({"user":"u)" + std::to_string(i % 13) + R"("})"));
+        appended_bytes += size;
+      }
+      (*store)->AppendAsync("order-" + std::to_string(i % 40), ExpectedVersion::Any(),
+                            std::move(events), [&](Result<AppendResult> r) {
+                              std::lock_guard lock(mu);
+                              all_ok = all_ok && r.ok();
+                              if (--pending == 0) cv.notify_all();
+                            });
+    }
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return pending == 0; });
+    ASSERT_TRUE(all_ok);
+  }
+  ASSERT_TRUE((*store)->Close().ok());
+  store->reset();
+
+  std::string dir = fs::Join(store_dir, format::PartitionDirName(0));
+  BlockCache cache(1 << 20);
+  auto seg = OpenSegment(dir, 0, Expected(), &cache);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  ASSERT_EQ((*seg)->sealed, nullptr);
+  WalkBatches(**seg, out);
+  // Full: the next batch went to the next segment.
+  ASSERT_GT(out->data_end, kSegmentBytes - 64 * 1024);
+  out->bytes = ReadFile((*seg)->path);
+  ASSERT_EQ(out->bytes.size(), kSegmentBytes);
+}
+
+class SealedTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    written_ = new WrittenSegment;
+    testing::TempDir store_dir("sealed-source");
+    WriteFullSegment(store_dir.path(), written_);
+  }
+  static void TearDownTestSuite() {
+    delete written_;
+    written_ = nullptr;
+  }
+
+  // Each test gets its own copy of the written segment.
+  void SetUp() override {
+    ASSERT_FALSE(written_->bytes.empty()) << "the suite's segment was not written";
+    ASSERT_TRUE(fs::CreateDir(dir_.path()).ok());
+    ASSERT_TRUE(fs::CreateDir(Dir()).ok());
+    WriteFile(Path(), written_->bytes);
+  }
+
+  std::string Dir() const { return fs::Join(dir_.path(), format::PartitionDirName(0)); }
+  std::string Path() const { return fs::Join(Dir(), format::SegmentFileName(0)); }
+  uint64_t DataEnd() const { return written_->data_end; }
+  std::string Original(uint64_t offset, size_t len) const {
+    return written_->bytes.substr(offset, len);
+  }
+
+  Result<std::shared_ptr<SegmentFile>> Open(BlockCache* cache) {
+    return OpenSegment(Dir(), 0, Expected(), cache);
+  }
+
+  Result<SealResult> Seal(const SealOptions& options) {
+    ANNAL_ASSIGN_OR_RETURN(auto seg, Open(&cache_));
+    EXPECT_EQ(seg->sealed, nullptr);
+    return SealSegment(*seg, DataEnd(), Dir(), options);
+  }
+
+  static SealOptions SmallBlocks() {
+    SealOptions o;
+    o.block_bytes = kBlockBytes;
+    return o;
+  }
+
+  // Opens the sealed segment and returns it with its block map.
+  std::shared_ptr<SealedSegment> OpenSealed(BlockCache* cache, std::vector<BlockEntry>* blocks) {
+    auto seg = Open(cache);
+    EXPECT_TRUE(seg.ok()) << seg.status().ToString();
+    if (!seg.ok() || !(*seg)->sealed) return nullptr;
+    auto map = (*seg)->sealed->Blocks();
+    EXPECT_TRUE(map.ok()) << map.status().ToString();
+    if (map.ok()) *blocks = **map;
+    return (*seg)->sealed;
+  }
+
+  // Reads [offset, offset + len) and compares it with the original bytes.
+  void ExpectReadMatches(const SealedSegment& sealed, uint64_t offset, size_t len) {
+    std::string got(len, '\0');
+    Status s = sealed.Read(offset, len, reinterpret_cast<uint8_t*>(got.data()));
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ASSERT_TRUE(got == Original(offset, len))
+        << "bytes differ in [" << offset << ", " << offset + len << ")";
+  }
+
+  static WrittenSegment* written_;
+  testing::TempDir dir_{"sealed"};
+  BlockCache cache_{64 << 20};
+};
+
+WrittenSegment* SealedTest::written_ = nullptr;
+
+TEST_F(SealedTest, SealedSegmentReadsAsTheOriginalLog) {
+  auto r = Seal(SmallBlocks());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->raw_bytes, DataEnd() - format::kSegmentHeaderBytes);
+  EXPECT_EQ(r->stored_bytes, std::filesystem::file_size(Path()));
+  EXPECT_FALSE(std::filesystem::exists(Path() + ".tmp"));
+  auto is_sealed = IsSealedFile(Path());
+  ASSERT_TRUE(is_sealed.ok() && *is_sealed);
+
+  auto seg = Open(&cache_);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  ASSERT_NE((*seg)->sealed, nullptr);
+  const SealedSegment& sealed = *(*seg)->sealed;
+  EXPECT_EQ((*seg)->size_bytes, DataEnd());
+  EXPECT_EQ(sealed.data_end(), DataEnd());
+  EXPECT_EQ(sealed.block_count(), r->blocks);
+  EXPECT_EQ(sealed.first_position(), written_->batches.front().first_position);
+  const auto& last = written_->batches.back();
+  EXPECT_EQ(sealed.last_position(), last.first_position + last.count - 1);
+
+  auto blocks = sealed.Blocks();
+  ASSERT_TRUE(blocks.ok()) << blocks.status().ToString();
+  ASSERT_EQ((*blocks)->size(), r->blocks);
+  ASSERT_GT(r->blocks, 10u);
+  // Some batch is larger than a block and so a block of its own.
+  EXPECT_TRUE(std::any_of((*blocks)->begin(), (*blocks)->end(),
+                          [](const BlockEntry& e) { return e.raw_length >= kBigPayloadBytes; }));
+
+  // Across every block boundary, and at random.
+  for (const BlockEntry& e : **blocks) {
+    if (e.logical_offset > format::kSegmentHeaderBytes + 7)
+      ExpectReadMatches(sealed, e.logical_offset - 7, 19);
+    ExpectReadMatches(sealed, e.logical_offset, e.raw_length);
+  }
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 5000; ++i) {
+    uint64_t offset =
+        format::kSegmentHeaderBytes + rng() % (DataEnd() - format::kSegmentHeaderBytes);
+    size_t len =
+        1 + static_cast<size_t>(rng() % std::min<uint64_t>(3 * kBlockBytes, DataEnd() - offset));
+    ExpectReadMatches(sealed, offset, len);
+    if (HasFatalFailure()) return;
+  }
+  ExpectReadMatches(sealed, format::kSegmentHeaderBytes, DataEnd() - format::kSegmentHeaderBytes);
+
+  // The log's batches, walked through the sealed file.
+  WrittenSegment walked;
+  WalkBatches(**seg, &walked);
+  EXPECT_EQ(walked.data_end, DataEnd());
+  ASSERT_EQ(walked.batches.size(), written_->batches.size());
+  for (size_t i = 0; i < walked.batches.size(); ++i) {
+    EXPECT_EQ(walked.batches[i].offset, written_->batches[i].offset);
+    EXPECT_EQ(walked.batches[i].first_position, written_->batches[i].first_position);
+  }
+}
+
+TEST_F(SealedTest, ReadOutsideTheSealedDataIsCorruption) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  std::vector<BlockEntry> blocks;
+  auto sealed = OpenSealed(&cache_, &blocks);
+  ASSERT_NE(sealed, nullptr);
+  uint8_t buf[16];
+  Status past = sealed->Read(DataEnd() - 4, 8, buf);
+  EXPECT_EQ(past.code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(past, Path())) << past.ToString();
+  EXPECT_TRUE(Contains(past, "read past the end of the sealed data")) << past.ToString();
+  EXPECT_EQ(sealed->Read(0, 8, buf).code(), StatusCode::kCorruption);
+  EXPECT_TRUE(sealed->Read(DataEnd() - 8, 8, buf).ok());
+  EXPECT_TRUE(sealed->Read(DataEnd(), 0, buf).ok());
+}
+
+TEST_F(SealedTest, JsonEventsSealToLessThanHalfTheirSize) {
+  auto r = Seal(SmallBlocks());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_LT(static_cast<double>(r->stored_bytes), 0.5 * static_cast<double>(r->raw_bytes))
+      << r->stored_bytes << " stored for " << r->raw_bytes << " raw";
+}
+
+TEST_F(SealedTest, DamagedBlockFailsItsReadsOnly) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  std::vector<BlockEntry> blocks;
+  ASSERT_NE(OpenSealed(&cache_, &blocks), nullptr);
+  ASSERT_GE(blocks.size(), 3u);
+  const size_t k = blocks.size() / 2;
+  const BlockEntry damaged = blocks[k];
+  FlipByte(Path(), damaged.file_offset + damaged.stored_length / 2);
+
+  BlockCache fresh(64 << 20);
+  auto seg = Open(&fresh);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  const SealedSegment& sealed = *(*seg)->sealed;
+  std::string buf(damaged.raw_length, '\0');
+  Status s = sealed.Read(damaged.logical_offset + 1, damaged.raw_length - 1,
+                         reinterpret_cast<uint8_t*>(buf.data()));
+  EXPECT_EQ(s.code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(s, Path())) << s.ToString();
+  EXPECT_TRUE(Contains(s, "offset " + std::to_string(damaged.file_offset) + ":")) << s.ToString();
+  EXPECT_TRUE(Contains(s, "block " + std::to_string(k))) << s.ToString();
+  // A read spanning into it fails too; its neighbours read as written.
+  EXPECT_EQ(
+      sealed.Read(damaged.logical_offset - 1, 2, reinterpret_cast<uint8_t*>(buf.data())).code(),
+      StatusCode::kCorruption);
+  ExpectReadMatches(sealed, blocks[k - 1].logical_offset, blocks[k - 1].raw_length);
+  ExpectReadMatches(sealed, blocks[k + 1].logical_offset, blocks[k + 1].raw_length);
+  auto direct = sealed.Block(static_cast<uint32_t>(k));
+  EXPECT_EQ(direct.status().code(), StatusCode::kCorruption);
+}
+
+TEST_F(SealedTest, DamagedFooterFailsOpen) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  const std::string sealed_bytes = ReadFile(Path());
+  const uint64_t footer_at = sealed_bytes.size() - format::kSealedFooterBytes;
+  // Magic, block count, map offset, data end, last position, checksum.
+  for (uint64_t field : {0, 12, 16, 24, 40, 56}) {
+    WriteFile(Path(), sealed_bytes);
+    FlipByte(Path(), footer_at + field);
+    auto seg = Open(&cache_);
+    ASSERT_FALSE(seg.ok()) << "footer byte " << field;
+    EXPECT_EQ(seg.status().code(), StatusCode::kCorruption);
+    EXPECT_TRUE(Contains(seg.status(), Path())) << seg.status().ToString();
+  }
+  // A file cut short loses its footer.
+  WriteFile(Path(), sealed_bytes.substr(0, sealed_bytes.size() - 10));
+  auto cut = Open(&cache_);
+  EXPECT_EQ(cut.status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(cut.status(), Path())) << cut.status().ToString();
+}
+
+TEST_F(SealedTest, DamagedBlockMapFailsOnFirstUse) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  const std::string sealed_bytes = ReadFile(Path());
+  const uint64_t footer_at = sealed_bytes.size() - format::kSealedFooterBytes;
+  const uint64_t map_offset =
+      format::Get64(reinterpret_cast<const uint8_t*>(sealed_bytes.data()) + footer_at + 16);
+  FlipByte(Path(), map_offset + format::kBlockEntryBytes + 2);
+
+  auto seg = Open(&cache_);  // the map is read lazily
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  auto blocks = (*seg)->sealed->Blocks();
+  EXPECT_EQ(blocks.status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(blocks.status(), Path() + " at offset " + std::to_string(map_offset)))
+      << blocks.status().ToString();
+  uint8_t buf[8];
+  EXPECT_EQ((*seg)->Read(format::kSegmentHeaderBytes, sizeof buf, buf).code(),
+            StatusCode::kCorruption);
+}
+
+TEST_F(SealedTest, BlockMapWithAGapFailsEvenWithAValidChecksum) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  std::string bytes = ReadFile(Path());
+  auto* p = reinterpret_cast<uint8_t*>(bytes.data());
+  const uint64_t footer_at = bytes.size() - format::kSealedFooterBytes;
+  const uint64_t map_offset = format::Get64(p + footer_at + 16);
+  const uint32_t count = format::Get32(p + footer_at + 12);
+  // Entry 1 starts one byte late; map and footer checksums made to match.
+  uint8_t* entry = p + map_offset + format::kBlockEntryBytes;
+  format::Put32(entry, format::Get32(entry) + 1);
+  format::Put64(p + footer_at + 48,
+                format::Checksum(p + map_offset, size_t{count} * format::kBlockEntryBytes));
+  format::Put64(p + footer_at + 56, format::Checksum(p + footer_at, 56));
+  WriteFile(Path(), bytes);
+
+  auto seg = Open(&cache_);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  auto blocks = (*seg)->sealed->Blocks();
+  EXPECT_EQ(blocks.status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(blocks.status(), Path() + " at offset " + std::to_string(map_offset)))
+      << blocks.status().ToString();
+  EXPECT_TRUE(Contains(blocks.status(), "entry 1")) << blocks.status().ToString();
+}
+
+TEST_F(SealedTest, SmallCacheEvictsAndReadsStayCorrect) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  BlockCache small(4 * kBlockBytes);
+  std::vector<BlockEntry> blocks;
+  auto sealed = OpenSealed(&small, &blocks);
+  ASSERT_NE(sealed, nullptr);
+  for (uint64_t at = format::kSegmentHeaderBytes; at < DataEnd(); at += 1000)
+    ExpectReadMatches(*sealed, at, static_cast<size_t>(std::min<uint64_t>(1000, DataEnd() - at)));
+  std::mt19937_64 rng(2);
+  for (int i = 0; i < 2000 && !HasFatalFailure(); ++i) {
+    uint64_t offset =
+        format::kSegmentHeaderBytes + rng() % (DataEnd() - format::kSegmentHeaderBytes);
+    ExpectReadMatches(
+        *sealed, offset,
+        static_cast<size_t>(std::min<uint64_t>(1 + rng() % 6000, DataEnd() - offset)));
+  }
+  BlockCache::Stats st = small.GetStats();
+  EXPECT_GT(st.evictions, 0u);
+  // Slack: one cached block's bytes and bookkeeping.
+  uint64_t largest_cached = 0;
+  for (const BlockEntry& e : blocks)
+    if (e.raw_length <= small.capacity())
+      largest_cached = std::max<uint64_t>(largest_cached, e.raw_length);
+  EXPECT_LE(st.bytes, small.capacity() + largest_cached + 1024);
+
+  // The same range again is a hit, with nothing loaded.
+  const BlockEntry& b = blocks[blocks.size() / 2];
+  ExpectReadMatches(*sealed, b.logical_offset, 100);
+  BlockCache::Stats before = small.GetStats();
+  ExpectReadMatches(*sealed, b.logical_offset, 100);
+  BlockCache::Stats after = small.GetStats();
+  EXPECT_GT(after.hits, before.hits);
+  EXPECT_EQ(after.misses, before.misses);
+}
+
+TEST_F(SealedTest, ClosingTheSealedSegmentDropsItsCachedBlocks) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  std::vector<BlockEntry> blocks;
+  auto sealed = OpenSealed(&cache_, &blocks);
+  ASSERT_NE(sealed, nullptr);
+  ExpectReadMatches(*sealed, format::kSegmentHeaderBytes, 3 * kBlockBytes);
+  EXPECT_GT(cache_.GetStats().entries, 1u);
+  sealed.reset();
+  EXPECT_EQ(cache_.GetStats().entries, 0u);
+  EXPECT_EQ(cache_.GetStats().bytes, 0u);
+}
+
+TEST_F(SealedTest, CancelledSealingLeavesTheSegmentAsItWas) {
+  SealOptions o = SmallBlocks();
+  int asked = 0;
+  o.cancelled = [&] { return ++asked > 3; };
+  auto r = Seal(o);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  EXPECT_EQ(asked, 4);
+  EXPECT_TRUE(ReadFile(Path()) == written_->bytes);
+  EXPECT_FALSE(std::filesystem::exists(Path() + ".tmp"));
+  auto is_sealed = IsSealedFile(Path());
+  ASSERT_TRUE(is_sealed.ok());
+  EXPECT_FALSE(*is_sealed);
+}
+
+TEST_F(SealedTest, RefusesToSealADamagedBatch) {
+  const auto& batch = written_->batches[written_->batches.size() / 2];
+  // A byte of the first record's stream name.
+  FlipByte(Path(), batch.offset + format::kBatchHeaderBytes + format::kRecordHeaderBytes + 2);
+  const std::string damaged = ReadFile(Path());
+  auto r = Seal(SmallBlocks());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(r.status(), Path() + " at offset " + std::to_string(batch.offset) + ":"))
+      << r.status().ToString();
+  EXPECT_TRUE(ReadFile(Path()) == damaged);
+  EXPECT_FALSE(std::filesystem::exists(Path() + ".tmp"));
+}
+
+TEST_F(SealedTest, RefusesARecordThatFailsItsChecksumInsideAValidBatch) {
+  const auto& batch = written_->batches[written_->batches.size() / 2];
+  const uint64_t record = batch.offset + format::kBatchHeaderBytes;
+  std::string bytes = written_->bytes;
+  auto* p = reinterpret_cast<uint8_t*>(bytes.data());
+  p[record + format::kRecordHeaderBytes + 2] ^= 0x5a;
+  // The batch's own checksum made to match, so only the record's catches it.
+  const uint32_t length = format::Get32(p + batch.offset + 4);
+  format::Put64(p + batch.offset + length - format::kBatchTrailerBytes,
+                format::BatchChecksum(p + batch.offset, length));
+  WriteFile(Path(), bytes);
+  auto r = Seal(SmallBlocks());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(r.status(), Path() + " at offset " + std::to_string(record) + ":"))
+      << r.status().ToString();
+  EXPECT_TRUE(ReadFile(Path()) == bytes);
+  EXPECT_FALSE(std::filesystem::exists(Path() + ".tmp"));
+}
+
+TEST_F(SealedTest, RefusesADataEndThatLeavesBatchesOut) {
+  ASSERT_GE(written_->batches.size(), 2u);
+  auto seg = Open(&cache_);
+  ASSERT_TRUE(seg.ok());
+  auto r = SealSegment(**seg, written_->batches.back().offset, Dir(), SmallBlocks());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(r.status(),
+                       Path() + " at offset " + std::to_string(written_->batches.back().offset)))
+      << r.status().ToString();
+  EXPECT_TRUE(ReadFile(Path()) == written_->bytes);
+}
+
+// --- the cache on its own
+
+BlockCache::Bytes MakeBytes(size_t size, uint8_t fill) {
+  return std::make_shared<const std::vector<uint8_t>>(size, fill);
+}
+
+TEST(BlockCacheTest, LoadsOnceThenServesTheCachedValue) {
+  BlockCache cache(1 << 20);
+  const uint64_t file = BlockCache::NewFileId();
+  EXPECT_NE(file, 0u);
+  EXPECT_NE(BlockCache::NewFileId(), file);
+  int loads = 0;
+  auto load = [&]() -> Result<BlockCache::Bytes> {
+    ++loads;
+    return MakeBytes(100, 7);
+  };
+  auto a = cache.GetOrLoad(file, 3, load);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(**a, std::vector<uint8_t>(100, 7));
+  auto b = cache.GetOrLoad(file, 3, load);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(loads, 1);
+  EXPECT_EQ(a->get(), b->get());
+  BlockCache::Stats st = cache.GetStats();
+  EXPECT_EQ(st.hits, 1u);
+  EXPECT_EQ(st.misses, 1u);
+  EXPECT_EQ(st.entries, 1u);
+  EXPECT_GE(st.bytes, 100u);
+  // Same key, another file: its own entry.
+  ASSERT_TRUE(cache.GetOrLoad(file + 1000, 3, load).ok());
+  EXPECT_EQ(loads, 2);
+}
+
+TEST(BlockCacheTest, FailedLoadIsReturnedAndNotCached) {
+  BlockCache cache(1 << 20);
+  int loads = 0;
+  auto fail = [&]() -> Result<BlockCache::Bytes> {
+    ++loads;
+    return Status::Corruption("f at offset 9: bad");
+  };
+  EXPECT_EQ(cache.GetOrLoad(1, 1, fail).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(cache.GetOrLoad(1, 1, fail).status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(loads, 2);
+  EXPECT_EQ(cache.GetStats().entries, 0u);
+}
+
+TEST(BlockCacheTest, EraseFileDropsOnlyThatFilesEntries) {
+  BlockCache cache(64 << 20);
+  const uint64_t f1 = BlockCache::NewFileId(), f2 = BlockCache::NewFileId();
+  int loads = 0;
+  auto load = [&]() -> Result<BlockCache::Bytes> {
+    ++loads;
+    return MakeBytes(1000, 1);
+  };
+  for (uint64_t k = 0; k < 50; ++k) {
+    ASSERT_TRUE(cache.GetOrLoad(f1, k, load).ok());
+    ASSERT_TRUE(cache.GetOrLoad(f2, k, load).ok());
+  }
+  EXPECT_EQ(cache.GetStats().entries, 100u);
+  uint64_t bytes_before = cache.GetStats().bytes;
+  cache.EraseFile(f1);
+  EXPECT_EQ(cache.GetStats().entries, 50u);
+  EXPECT_EQ(cache.GetStats().bytes, bytes_before / 2);
+  loads = 0;
+  for (uint64_t k = 0; k < 50; ++k) ASSERT_TRUE(cache.GetOrLoad(f2, k, load).ok());
+  EXPECT_EQ(loads, 0);
+  for (uint64_t k = 0; k < 50; ++k) ASSERT_TRUE(cache.GetOrLoad(f1, k, load).ok());
+  EXPECT_EQ(loads, 50);
+}
+
+// A cache this small is a single LRU list (block_cache.cc), so the order
+// of eviction is exact.
+TEST(BlockCacheTest, LeastRecentlyUsedEntryGoesFirst) {
+  BlockCache cache(3 * 1000 + 500);
+  int loads = 0;
+  auto load = [&]() -> Result<BlockCache::Bytes> {
+    ++loads;
+    return MakeBytes(1000, 2);
+  };
+  for (uint64_t k : {1, 2, 3}) ASSERT_TRUE(cache.GetOrLoad(7, k, load).ok());
+  ASSERT_TRUE(cache.GetOrLoad(7, 1, load).ok());  // 2 is now the oldest
+  ASSERT_TRUE(cache.GetOrLoad(7, 4, load).ok());
+  EXPECT_EQ(cache.GetStats().evictions, 1u);
+  EXPECT_LE(cache.GetStats().bytes, cache.capacity());
+  loads = 0;
+  for (uint64_t k : {1, 3, 4}) ASSERT_TRUE(cache.GetOrLoad(7, k, load).ok());
+  EXPECT_EQ(loads, 0);
+  ASSERT_TRUE(cache.GetOrLoad(7, 2, load).ok());
+  EXPECT_EQ(loads, 1);
+}
+
+TEST(BlockCacheTest, EntryLargerThanTheCacheIsReturnedButNotKept) {
+  BlockCache cache(4096);
+  auto big = cache.GetOrLoad(1, 1, [] { return Result<BlockCache::Bytes>(MakeBytes(8192, 3)); });
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ((*big)->size(), 8192u);
+  EXPECT_EQ(cache.GetStats().entries, 0u);
+  EXPECT_EQ(cache.GetStats().bytes, 0u);
+}
+
+TEST(BlockCacheTest, ConcurrentGetOrLoadReturnsEachKeysBytes) {
+  constexpr size_t kCapacity = 16 << 20;  // several shards
+  constexpr size_t kEntryBytes = 16 * 1024;
+  constexpr uint64_t kKeys = 2000;  // twice the capacity: evictions too
+  constexpr int kThreads = 4, kOpsPerThread = 20000;
+  BlockCache cache(kCapacity);
+  std::atomic<bool> wrong{false};
+  std::atomic<uint64_t> loads{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(static_cast<uint64_t>(t));
+      for (int i = 0; i < kOpsPerThread; ++i) {
+        // Skewed towards low keys, so some are hot.
+        uint64_t key = rng() % 4 == 0 ? rng() % kKeys : rng() % 64;
+        uint64_t file = 1 + key % 3;
+        auto r = cache.GetOrLoad(file, key, [&]() -> Result<BlockCache::Bytes> {
+          loads.fetch_add(1, std::memory_order_relaxed);
+          auto v = std::make_shared<std::vector<uint8_t>>(kEntryBytes, static_cast<uint8_t>(key));
+          format::Put64(v->data(), file);
+          format::Put64(v->data() + 8, key);
+          return BlockCache::Bytes(std::move(v));
+        });
+        if (!r.ok() || (*r)->size() != kEntryBytes || format::Get64((*r)->data()) != file ||
+            format::Get64((*r)->data() + 8) != key || (*r)->back() != static_cast<uint8_t>(key))
+          wrong = true;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_FALSE(wrong);
+  BlockCache::Stats st = cache.GetStats();
+  EXPECT_EQ(st.hits + st.misses, uint64_t{kThreads} * kOpsPerThread);
+  EXPECT_EQ(st.misses, loads.load());
+  EXPECT_GT(st.hits, st.misses);
+  EXPECT_GT(st.evictions, 0u);
+  EXPECT_LE(st.bytes, kCapacity);
+}
+
+}  // namespace
+}  // namespace annal

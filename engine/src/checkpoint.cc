@@ -106,6 +106,8 @@ std::string EncodeCheckpoint(const CheckpointHeader& h,
     w.U64(e.head_version);
     w.U64(e.head_location);
     w.U64(e.first_location);
+    w.U32(e.name_check);
+    w.U32(e.head_id_check);
   });
   w.U64(format::Checksum(w.str().data(), w.str().size()));
   return std::move(w.str());
@@ -129,7 +131,7 @@ Status DecodeCheckpoint(std::string_view data, const std::string& file, Checkpoi
       !r.U64(&stream_count))
     return bad("truncated header");
   // Counts come from the file: bound them by the bytes left before sizing.
-  if (!r.CouldHold(segment_count, 48) || !r.CouldHold(stream_count, 32)) return bad("counts exceed the file");
+  if (!r.CouldHold(segment_count, 48) || !r.CouldHold(stream_count, 40)) return bad("counts exceed the file");
   segments->resize(segment_count);
   for (SegmentSummary& s : *segments) {
     uint32_t n = 0;
@@ -149,7 +151,8 @@ Status DecodeCheckpoint(std::string_view data, const std::string& file, Checkpoi
   for (uint64_t i = 0; i < stream_count; ++i) {
     StreamSlot e;
     if (!r.U64(&e.hash) || !r.U64(&e.head_version) || !r.U64(&e.head_location) ||
-        !r.U64(&e.first_location) || e.empty() || e.first_location == 0)
+        !r.U64(&e.first_location) || !r.U32(&e.name_check) || !r.U32(&e.head_id_check) || e.empty() ||
+        e.first_location == 0)
       return bad("truncated or invalid stream entry");
     streams->Insert(e);
   }

@@ -4,7 +4,7 @@
 // replaced atomically; a checkpoint that fails its checksum is ignored and
 // the whole log is replayed instead (checkpoints are an optimisation).
 //
-//   checkpoint := magic[8] version:u32 (2) partition:u32
+//   checkpoint := magic[8] version:u32 (3) partition:u32
 //                 tail_segment:u32 tail_offset:u32 last_position:u64
 //                 last_recorded_at_ns:i64 segment_count:u32 stream_count:u64
 //                 segment{segment_count} stream{stream_count} checksum:u64
@@ -14,6 +14,7 @@
 //                 (position:u64 recorded_at_ns:i64 offset:u32){sample_count}
 //                 index_len:u32 index[index_len]
 //   stream     := hash:u64 head_version:u64 head_location:u64 first_location:u64
+//                 name_check:u32 head_id_check:u32
 //   checksum   := XXH3-64 of every byte before it
 //
 // Samples, and the segment's stream index (in the index file's encoding,

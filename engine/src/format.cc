@@ -252,4 +252,8 @@ uint64_t StreamHash(std::string_view stream) {
   return XXH3_64bits_withSeed(stream.data(), stream.size(), 1) & stream_hash_mask.load(std::memory_order_relaxed);
 }
 void SetStreamHashMaskForTesting(uint64_t mask) { stream_hash_mask = mask; }
+uint32_t StreamNameCheck(std::string_view stream) {
+  return static_cast<uint32_t>(XXH3_64bits_withSeed(stream.data(), stream.size(), 2));
+}
+uint32_t EventIdCheck(const EventId& id) { return static_cast<uint32_t>(XXH3_64bits(id.data(), id.size())); }
 }  // namespace annal::format

@@ -80,9 +80,10 @@ inline constexpr uint32_t kMaxSegmentId = 99'999'999;
 inline constexpr char kManifestMagic[8] = {'A', 'N', 'N', 'A', 'L', 'M', 'A', 'N'};
 inline constexpr size_t kManifestBytes = 64;
 inline constexpr char kCheckpointMagic[8] = {'A', 'N', 'N', 'A', 'L', 'C', 'K', 'P'};
-// Version 2 keeps stream hashes, not names (stream_index.h); a version 1
-// checkpoint is ignored and the log replayed.
-inline constexpr uint32_t kCheckpointVersion = 2;
+// Version 3 keeps stream hashes and checks, not names (stream_index.h),
+// and the indexes of unfinished segments; a checkpoint of another version
+// is ignored and the log replayed.
+inline constexpr uint32_t kCheckpointVersion = 3;
 
 // --- names of files, made and parsed here only
 std::string ManifestName();                     // "MANIFEST"
@@ -187,4 +188,10 @@ uint64_t StreamHash(std::string_view stream);
 // streams collide as often as a test needs. Process-wide; set before
 // opening a store.
 void SetStreamHashMaskForTesting(uint64_t mask);
+// 32 bits of a second hash of the name (XXH3-64 with seed 2): with
+// StreamHash, 96 bits that tell streams apart without reading their names.
+uint32_t StreamNameCheck(std::string_view stream);
+// 32 bits of XXH3-64 of an event id: tells an append that cannot be a
+// retry of the stream's last append from one that may be, without a read.
+uint32_t EventIdCheck(const EventId& id);
 }  // namespace annal::format

@@ -33,7 +33,7 @@ void Partition::Batch::Reset() {
 }
 
 Partition::Partition(PartitionConfig config)
-    : config_(std::move(config)), io_buffer_(kDirectIoAlignment), known_(kKnownNames) {}
+    : config_(std::move(config)), io_buffer_(kDirectIoAlignment) {}
 
 Partition::~Partition() { StopWriter(); }
 
@@ -83,16 +83,20 @@ Status Partition::Recover() {
     start_slot = 0;
     start_offset = kSegmentHeaderBytes;
   } else {
-    // The checkpoint holds the stream table, not the indexes of segments
-    // still unfinished: rebuild those from the log it covers.
-    for (uint32_t i = 0; i <= start_slot; ++i)
-      if (segments_[i].building && !restored_[i])
-        ANNAL_RETURN_IF_ERROR(IndexOnlyScan(*segments_[i].file,
-                                            i == start_slot ? start_offset : segments_[i].summary.end_offset,
-                                            segments_[i].building.get(), nullptr));
+    // The checkpoint carries the indexes of the segments that had no index
+    // file then. One whose file is gone since is read again, with its time
+    // samples (the checkpoint left those to the file).
+    for (uint32_t i = 0; i <= start_slot; ++i) {
+      SegmentSlot& slot = segments_[i];
+      if (!slot.building || restored_[i]) continue;
+      SegmentSummary scanned{slot.file->id, kSegmentHeaderBytes, 0, 0, 0, 0, {}};
+      ANNAL_RETURN_IF_ERROR(IndexOnlyScan(*slot.file, i == start_slot ? start_offset : slot.summary.end_offset,
+                                          slot.building.get(), &scanned));
+      if (slot.summary.samples.empty()) slot.summary.samples = std::move(scanned.samples);
+    }
   }
   ANNAL_RETURN_IF_ERROR(ScanFrom(start_slot, start_offset));
-  if (!segments_.back().building) {
+  if (!segments_.back().building || segments_.back().file->sealed) {
     // The last segment with data was finished (indexed, maybe sealed)
     // before the crash: appends go to a new one.
     std::shared_ptr<SegmentFile> seg = std::move(prepared_);
@@ -120,6 +124,7 @@ Status Partition::OpenIndexes() {
       continue;
     }
     if (ix.status().code() != StatusCode::kNotFound) {
+      if (ix.status().code() != StatusCode::kCorruption) return ix.status();
       // Derived data: rebuilt from the segment.
       Log("rebuilding a damaged segment index: " + ix.status().message());
       std::string path = fs::Join(config_.dir, format::SegmentIndexFileName(slot.file->id));
@@ -383,7 +388,9 @@ Status Partition::ApplyRecord(SegmentSlot& slot, const format::RecordView& r, ui
     Status error;
     bool exists = false;
     std::vector<uint8_t> buf;
+    uint32_t name_check = format::StreamNameCheck(r.stream);
     streams_.Find(hash, [&](StreamSlot& s) {
+      if (s.name_check != name_check) return false;
       format::RecordView head;
       error = ReadRecordAt(s.head_location, false, &buf, &head);
       exists = error.ok() && head.stream == r.stream;
@@ -391,7 +398,7 @@ Status Partition::ApplyRecord(SegmentSlot& slot, const format::RecordView& r, ui
     });
     ANNAL_RETURN_IF_ERROR(error);
     if (exists) return broken();
-    streams_.Insert(StreamSlot{hash, 0, location, location});
+    streams_.Insert(StreamSlot{hash, 0, location, location, name_check, format::EventIdCheck(r.id)});
   } else {
     StreamSlot* s = streams_.Find(hash, [&](StreamSlot& x) {
       return x.head_location == r.prev_location && x.head_version + 1 == r.version;
@@ -399,6 +406,7 @@ Status Partition::ApplyRecord(SegmentSlot& slot, const format::RecordView& r, ui
     if (s == nullptr) return broken();
     s->head_version = r.version;
     s->head_location = location;
+    s->head_id_check = format::EventIdCheck(r.id);
   }
   if (slot.building) slot.building->Add(hash, r.version, r.prev_location, format::LocationOffset(location));
   return Status::Ok();
@@ -418,6 +426,7 @@ Status Partition::StartWriter(Sequencer* sequencer) {
 
 void Partition::Enqueue(std::unique_ptr<AppendOp> op) {
   op->hash = format::StreamHash(op->stream);
+  op->name_check = format::StreamNameCheck(op->stream);
   Status refused;
   {
     std::lock_guard lock(queue_mu_);
@@ -521,39 +530,26 @@ Status Partition::FailedStatus() {
 
 Partition::Head Partition::CurrentHead(const AppendOp& op) {
   if (auto p = pending_.find(op.stream); p != pending_.end()) return p->second.head;
-  return DurableHead(op.stream, op.hash);
+  return DurableHead(op);
 }
 
-// Only this thread changes streams_, so reading it here needs no lock. A
-// slot is the stream's when its head record bears the stream's name; the
-// names of recently written streams are remembered, so hot streams need no
-// read.
-Partition::Head Partition::DurableHead(const std::string& stream, uint64_t hash) {
+// Only this thread changes streams_, so reading it here needs no lock.
+//
+// The writer tells streams apart by 96 bits (the 64-bit hash and the 32-bit
+// name check) and does not read names: a cold stream's head may lie in a
+// sealed block, and decompressing a block for every append to a cold stream
+// was what limited appends over a million streams (docs/benchmarks.md).
+// Two names agreeing on all 96 bits would be taken for one stream; over
+// 10^10 streams the chance that any pair does is below 10^-9. Readers and
+// recovery compare the names themselves.
+Partition::Head Partition::DurableHead(const AppendOp& op) {
   Head head;
-  const KnownName& known = known_[hash % kKnownNames];
-  std::vector<uint8_t> buf;
-  streams_.Find(hash, [&](StreamSlot& s) {
-    if (known.hash == hash && known.location == s.head_location && known.name == stream) {
-      head = Head{true, s.head_version, s.head_location, known.last_id};
-      return true;
-    }
-    format::RecordView r;
-    head.error = ReadRecordAt(s.head_location, false, &buf, &r);
-    if (!head.error.ok()) return true;
-    if (r.stream != stream) return false;
-    head = Head{true, s.head_version, s.head_location, r.id};
-    Remember(hash, stream, s.head_location, r.id);
+  streams_.Find(op.hash, [&](StreamSlot& s) {
+    if (s.name_check != op.name_check) return false;
+    head = Head{true, s.head_version, s.head_location, s.head_id_check};
     return true;
   });
   return head;
-}
-
-void Partition::Remember(uint64_t hash, const std::string& stream, uint64_t location, const EventId& id) {
-  KnownName& k = known_[hash % kKnownNames];
-  k.hash = hash;
-  k.location = location;
-  k.last_id = id;
-  if (k.name != stream) k.name = stream;
 }
 
 static Status CheckExpected(const ExpectedVersion& ev, const std::string& stream,
@@ -575,10 +571,6 @@ static Status CheckExpected(const ExpectedVersion& ev, const std::string& stream
 
 bool Partition::Admit(std::unique_ptr<AppendOp>& op) {
   Head head = CurrentHead(*op);
-  if (!head.error.ok()) {
-    op->done(head.error);
-    return true;
-  }
   if (auto replay = CheckRetry(*op, head)) {
     op->done(std::move(*replay));
     return true;
@@ -629,12 +621,13 @@ std::optional<Result<AppendResult>> Partition::CheckRetry(const AppendOp& op, co
       break;
     case ExpectedVersion::Kind::kAny:
     case ExpectedVersion::Kind::kStreamExists:
-      if (head.last_id == op.events.back().id && head.version + 1 >= n) start = head.version + 1 - n;
+      // A filter only: the events read below must carry the ids.
+      if (head.last_id_check == format::EventIdCheck(op.events.back().id) && head.version + 1 >= n)
+        start = head.version + 1 - n;
       break;
   }
   if (!start) return std::nullopt;
-  Head durable = DurableHead(op.stream, op.hash);
-  if (!durable.error.ok()) return Result<AppendResult>(durable.error);
+  Head durable = DurableHead(op);
   if (!durable.exists || durable.version < *start + n - 1)
     return Result<AppendResult>(Status::Unavailable(
         "an append to stream '" + op.stream +
@@ -679,7 +672,7 @@ void Partition::Encode(AppendOp& op, const Head& head) {
     ++version;
   }
   PendingHead& p = pending_[op.stream];
-  p.head = Head{true, version - 1, prev, op.events.back().id};
+  p.head = Head{true, version - 1, prev, format::EventIdCheck(op.events.back().id)};
   ++p.ops;
 }
 
@@ -843,15 +836,16 @@ void Partition::Publish(const Batch& b) {
       if (i == 0) first_location = prev;
     }
     uint64_t head_version = op->first_version + op->events.size() - 1;
+    uint32_t id_check = format::EventIdCheck(op->events.back().id);
     if (op->first_version == 0) {
-      streams_.Insert(StreamSlot{op->hash, head_version, prev, first_location});
+      streams_.Insert(StreamSlot{op->hash, head_version, prev, first_location, op->name_check, id_check});
     } else {
       StreamSlot* s = streams_.Find(op->hash, [&](StreamSlot& x) { return x.head_location == op->prev_location; });
       ANNAL_ASSERT(s != nullptr);
       s->head_version = head_version;
       s->head_location = prev;
+      s->head_id_check = id_check;
     }
-    Remember(op->hash, op->stream, prev, op->events.back().id);
   }
   bool first_batch = slot.summary.first_position == 0;
   slot.summary.NoteBatch(b.file_offset, static_cast<uint32_t>(b.bytes.size()), b.first_position,
@@ -931,10 +925,11 @@ Status Partition::ReadRecordAt(uint64_t location, bool verify, std::vector<uint8
 
 Result<std::optional<Partition::Found>> Partition::FindStream(std::string_view stream, uint64_t hash) const {
   std::vector<StreamSlot> candidates;
+  uint32_t name_check = format::StreamNameCheck(stream);
   {
     std::shared_lock lock(mu_);
     streams_.Find(hash, [&](const StreamSlot& s) {
-      candidates.push_back(s);
+      if (s.name_check == name_check) candidates.push_back(s);
       return false;
     });
   }
@@ -1294,7 +1289,7 @@ PartitionStats Partition::Stats() const {
   std::shared_lock lock(mu_);
   s.streams = streams_.size();
   s.segments = segments_.size();
-  s.index_memory_bytes = streams_.memory_bytes() + known_.capacity() * sizeof(KnownName);
+  s.index_memory_bytes = streams_.memory_bytes();
   for (const SegmentSlot& slot : segments_) {
     if (slot.building) s.index_memory_bytes += slot.building->memory_bytes();
     if (slot.file->sealed) {

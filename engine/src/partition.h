@@ -79,6 +79,7 @@ struct AppendOp {
   uint32_t first_record = 0;
   uint64_t prev_location = format::kNoLocation;  // the stream's head before this append
   uint64_t hash = 0;                             // format::StreamHash(stream)
+  uint32_t name_check = 0;                       // format::StreamNameCheck(stream)
 };
 
 class Partition {
@@ -101,7 +102,7 @@ class Partition {
   void StopWriter();
 
   // `near`, when not 0, is the global position of an event of `stream` the
-  // walk may start from instead of the nearest anchor (Store::ReadStreamNear).
+  // read may start from instead of the head (Store::ReadStreamNear).
   Result<std::vector<RecordedEvent>> ReadStream(std::string_view stream, uint64_t from,
                                                 ReadDirection direction, size_t max_count,
                                                 uint64_t near = 0);
@@ -173,8 +174,7 @@ class Partition {
     bool exists = false;
     uint64_t version = 0;
     uint64_t location = 0;
-    EventId last_id{};
-    Status error;  // the log could not be read to find the head
+    uint32_t last_id_check = 0;  // format::EventIdCheck of the head event's id
   };
   struct PendingHead {
     Head head;
@@ -200,8 +200,7 @@ class Partition {
   void FillGathering();
   bool Admit(std::unique_ptr<AppendOp>& op);
   Head CurrentHead(const AppendOp& op);
-  Head DurableHead(const std::string& stream, uint64_t hash);
-  void Remember(uint64_t hash, const std::string& stream, uint64_t location, const EventId& id);
+  Head DurableHead(const AppendOp& op);
   std::optional<Result<AppendResult>> CheckRetry(const AppendOp& op, const Head& head);
   void Encode(AppendOp& op, const Head& head);
   Status Roll();
@@ -283,18 +282,6 @@ class Partition {
   std::deque<std::unique_ptr<AppendOp>> backlog_;
   std::unordered_map<std::string, PendingHead> pending_;
   bool writer_failed_ = false;
-  // Names the writer has verified against the log, with their head's
-  // version and event id: hot streams need no read to be told apart from
-  // others with the same hash. Direct-mapped by hash; writer thread only.
-  struct KnownName {
-    uint64_t hash = 0;
-    uint64_t location = 0;  // of the head event
-    EventId last_id{};
-    std::string name;
-  };
-  static constexpr size_t kKnownNames = 16384;
-  std::vector<KnownName> known_;
-
   // The finisher: segment ids queued under finish_mu_.
   std::thread finisher_;
   std::mutex finish_mu_;

@@ -23,9 +23,9 @@
 //   | magic | version | partition | segment | sample_count | run_count |
 //   | 8     | 4       | 4         | 4       | 4            | 4         |
 //   +-------+---------+-----------+---------+--------------+-----------+
-//   | offset_count | fence_count | reserved | meta_checksum | checksum |
-//   | 8            | 4           | 4        | 8             | 8        |
-//   +--------------+-------------+----------+---------------+----------+
+//   | offset_count | fence_count | reserved | meta_checksum | reserved | checksum |
+//   | 8            | 4           | 4        | 8             | 4        | 8        |
+//   +--------------+-------------+----------+---------------+----------+----------+
 //   magic "ANNALIDX"; meta_checksum: XXH3-64 of samples and fences;
 //   checksum: XXH3-64 of the header's bytes [0, 56).
 //   sample (24 bytes): position u64, recorded_at_ns i64, offset u32, zero u32
@@ -110,9 +110,10 @@ class SegmentIndexBuilder {
 // A segment's index file, open for reading. Immutable; any thread.
 class SegmentIndex {
  public:
-  // Opens `dir/segment-NNNNNNNN.idx` and verifies its header, samples and
-  // fences (kCorruption naming the file when they fail; kNotFound when
-  // there is no file).
+  // Opens `dir/segment-NNNNNNNN.idx` and verifies its header and that its
+  // sections add up to its size (kCorruption naming the file when they do
+  // not; kNotFound when there is no file). Samples and fences are verified
+  // when first read, pages of runs and offsets on every read.
   static Result<std::shared_ptr<SegmentIndex>> Open(const std::string& dir, uint32_t partition,
                                                     uint32_t segment_id, BlockCache* cache);
   ~SegmentIndex();

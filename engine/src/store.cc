@@ -2,6 +2,7 @@
 // lock, routing appends to partitions, merging partitions for global reads,
 // and the background checkpointer.
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/file.h>
 
 #include <algorithm>
@@ -150,6 +151,9 @@ Status StoreImpl::OpenImpl() {
   ANNAL_RETURN_IF_ERROR(LockDirectory());
   ANNAL_RETURN_IF_ERROR(LoadOrCreateManifest());
   ANNAL_RETURN_IF_ERROR(RecoverPartitions());
+  // Recovery's buffers (the checkpoint file, batches read) are freed by
+  // now; hand the memory back rather than keep it resident.
+  ::malloc_trim(0);
   uint64_t last_position = 0;
   int64_t last_time = 0;
   for (auto& p : partitions_) {

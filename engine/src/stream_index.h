@@ -2,12 +2,15 @@
 // need to check expected versions and where reads start.
 //
 // A stream is known by the 64-bit hash of its name (format::StreamHash);
-// names are not kept in memory. A slot holds the hash, the head version,
-// the location of the head event and of the stream's first event: 32 bytes,
-// in an open-addressing table kept at most kMaxLoad full, so about 40 bytes
-// per stream (docs/architecture.md). Two streams whose names hash alike
-// get two slots with the same hash; the owner tells them apart by the
-// stream name stored in the records their slots point to.
+// names are not kept in memory. A slot holds the hash, a second, 32-bit
+// check of the name (format::StreamNameCheck), the head version, the
+// location of the head event and of the stream's first event, and a 32-bit
+// check of the head event's id: 40 bytes, in an open-addressing table kept
+// at most kMaxLoad full, so about 47 bytes per stream after an open
+// (docs/architecture.md). Two streams whose names hash alike get two slots
+// with the same hash: readers tell them apart by the stream name stored in
+// the record a slot points to, the writer by the name check (see
+// Partition::DurableHead for why, and what that leaves).
 //
 // Everything between the first event and the head is found through the
 // segment indexes (segment_index.h), so the table does not grow with the
@@ -28,10 +31,12 @@ struct StreamSlot {
   uint64_t head_version = 0;
   uint64_t head_location = 0;  // 0 marks an empty slot (offset 0 is a segment header)
   uint64_t first_location = 0;
+  uint32_t name_check = 0;     // format::StreamNameCheck of the name
+  uint32_t head_id_check = 0;  // format::EventIdCheck of the head event's id
 
   bool empty() const { return head_location == 0; }
 };
-static_assert(sizeof(StreamSlot) == 32);
+static_assert(sizeof(StreamSlot) == 40);
 
 class StreamTable {
  public:

@@ -41,10 +41,10 @@ struct Options {
   uint64_t checkpoint_interval_ms = 60'000;
 
   // Sealing: once a partition's active segment is full, a background
-  // thread recompresses its batches with zstd into independently decodable
-  // blocks of about `seal_block_bytes` of log (whole batches; a batch
-  // larger than that is a block of its own), writes the stream index of the
-  // segment beside it, and replaces the segment file atomically. Appends
+  // thread writes the segment's index file (always, sealing or not), then
+  // recompresses its batches with zstd into independently decodable blocks
+  // of about `seal_block_bytes` of log (whole batches; a larger batch is a
+  // block of its own) and replaces the segment file atomically. Appends
   // never wait for it. Off: full segments stay as written.
   bool seal_segments = true;
   size_t seal_block_bytes = 64 * 1024;

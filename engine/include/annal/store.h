@@ -77,10 +77,10 @@ class Store {
   // Events `from`..`to` of `stream`, ascending (at most
   // limits::kMaxReadCount), for a caller that knows the global position
   // `near` of an event of this stream at a version >= `to`, such as the one
-  // a snapshot was taken at. The read then walks back from that event rather
-  // than from the stream index's nearest anchor, so it costs the events in
-  // between however long the stream is. A `near` that is not such an event
-  // is ignored. kNotFound when the stream does not exist.
+  // a snapshot was taken at. The read then steps back from that event rather
+  // than from the stream's head, so it skips the segment index lookups of
+  // the segments in between. A `near` that is not such an event is ignored.
+  // kNotFound when the stream does not exist.
   virtual Result<std::vector<RecordedEvent>> ReadStreamNear(std::string_view stream, StreamVersion from,
                                                             StreamVersion to, GlobalPosition near) = 0;
 

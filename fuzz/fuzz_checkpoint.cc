@@ -5,32 +5,41 @@
 // recomputed, so the fuzzer gets past a checksum it cannot forge.
 //
 // When a parse succeeds, the decoded values are encoded again with
-// EncodeCheckpoint and decoded once more; the values must be equal (a pair
-// assertion). Streams live in a hash map whose order the encoder follows, so
-// the bytes match the input exactly only when there is at most one stream;
-// otherwise only their count must match.
+// EncodeCheckpoint and decoded once more; the values must be equal field by
+// field (a pair assertion). The encoder writes streams in the stream table's
+// slot order, not the file's, so the bytes match the input exactly only when
+// there is at most one stream; otherwise the two tables must hold the same
+// slots, each found again through StreamTable::Find.
+//
+// The segment indexes a checkpoint embeds are parsed too, as opening a
+// partition does (SegmentIndexBuilder::Decode); fuzz_segment_index covers
+// that parser on its own.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "annal/assert.h"
 #include "checkpoint.h"
 #include "format.h"
+#include "segment_index.h"
+#include "stream_index.h"
 
 namespace {
 
 using annal::CheckpointHeader;
 using annal::SegmentSummary;
-using annal::StreamEntry;
-using annal::StreamMap;
+using annal::StreamSlot;
+using annal::StreamTable;
+using annal::TimeSample;
 
 struct Decoded {
   CheckpointHeader header;
   std::vector<SegmentSummary> segments;
-  StreamMap streams;
+  StreamTable streams;
 };
 
 bool Decode(std::string_view data, Decoded* d) {
@@ -49,39 +58,65 @@ bool SameHeader(const CheckpointHeader& a, const CheckpointHeader& b) {
          a.last_recorded_at_ns == b.last_recorded_at_ns;
 }
 
-bool SameSegment(const SegmentSummary& a, const SegmentSummary& b) {
-  if (a.id != b.id || a.end_offset != b.end_offset || a.first_position != b.first_position ||
-      a.last_position != b.last_position || a.samples.size() != b.samples.size())
-    return false;
-  for (size_t i = 0; i < a.samples.size(); ++i)
-    if (a.samples[i].position != b.samples[i].position ||
-        a.samples[i].offset != b.samples[i].offset)
-      return false;
-  return true;
+bool SameSample(const TimeSample& a, const TimeSample& b) {
+  return a.position == b.position && a.recorded_at_ns == b.recorded_at_ns && a.offset == b.offset;
 }
 
-bool SameStream(const StreamEntry& a, const StreamEntry& b) {
-  if (a.head_version != b.head_version || a.head_location != b.head_location ||
-      a.head_event_id != b.head_event_id || a.first_recorded_at_ns != b.first_recorded_at_ns ||
-      a.last_recorded_at_ns != b.last_recorded_at_ns || a.anchor_stride != b.anchor_stride ||
-      a.anchor_count != b.anchor_count)
-    return false;
-  for (uint8_t i = 0; i < a.anchor_count; ++i)
-    if (a.anchors[i].version != b.anchors[i].version ||
-        a.anchors[i].location != b.anchors[i].location)
-      return false;
-  return true;
+bool SameSegment(const SegmentSummary& a, const SegmentSummary& b) {
+  return a.id == b.id && a.end_offset == b.end_offset && a.first_position == b.first_position &&
+         a.last_position == b.last_position && a.first_recorded_at_ns == b.first_recorded_at_ns &&
+         a.last_recorded_at_ns == b.last_recorded_at_ns &&
+         std::equal(a.samples.begin(), a.samples.end(), b.samples.begin(), b.samples.end(),
+                    SameSample) &&
+         a.index == b.index;
+}
+
+auto Fields(const StreamSlot& s) {
+  return std::make_tuple(s.hash, s.head_version, s.head_location, s.first_location, s.name_check,
+                         s.head_id_check);
+}
+
+bool SameSlot(const StreamSlot& a, const StreamSlot& b) { return Fields(a) == Fields(b); }
+
+// The table's slots, in a canonical order.
+std::vector<StreamSlot> SortedSlots(const StreamTable& t) {
+  std::vector<StreamSlot> out;
+  t.ForEach([&](const StreamSlot& s) { out.push_back(s); });
+  std::sort(out.begin(), out.end(),
+            [](const StreamSlot& a, const StreamSlot& b) { return Fields(a) < Fields(b); });
+  return out;
+}
+
+// Every slot `t` holds can be found again by its hash.
+void CheckFindable(const StreamTable& t, const std::vector<StreamSlot>& slots) {
+  for (const StreamSlot& s : slots) {
+    const StreamSlot* found = t.Find(s.hash, [&](const StreamSlot& c) { return SameSlot(c, s); });
+    ANNAL_ASSERT(found != nullptr && SameSlot(*found, s));
+  }
+}
+
+// What opening a partition does with an embedded index: parse it; errors
+// are fine, a crash or an unbounded allocation is not.
+void CheckEmbeddedIndexes(const std::vector<SegmentSummary>& segments) {
+  for (const SegmentSummary& s : segments) {
+    if (s.index.empty()) continue;
+    auto b = annal::SegmentIndexBuilder::Decode(s.index, "fuzz.ckpt");
+    if (!b.ok()) continue;
+    std::vector<annal::Run> runs;
+    (*b)->Find(0, &runs);
+    (void)(*b)->memory_bytes();
+  }
 }
 
 // Returns whether DecodeCheckpoint accepted `data`.
 bool CheckCheckpoint(std::string_view data) {
   Decoded first;
   if (!Decode(data, &first)) return false;
-  for (const auto& [name, e] : first.streams) {
-    ANNAL_ASSERT(!name.empty() && name.size() <= annal::limits::kMaxStreamNameBytes);
-    ANNAL_ASSERT(e.anchor_count <= e.anchors.size());
-    ANNAL_ASSERT(e.anchor_stride != 0);
-  }
+  const std::vector<StreamSlot> slots = SortedSlots(first.streams);
+  ANNAL_ASSERT(slots.size() == first.streams.size());
+  for (const StreamSlot& s : slots) ANNAL_ASSERT(!s.empty() && s.first_location != 0);
+  CheckFindable(first.streams, slots);
+  CheckEmbeddedIndexes(first.segments);
 
   std::string again = Encode(first);
   ANNAL_ASSERT(again.size() == data.size());
@@ -94,11 +129,10 @@ bool CheckCheckpoint(std::string_view data) {
   for (size_t i = 0; i < first.segments.size(); ++i)
     ANNAL_ASSERT(SameSegment(first.segments[i], second.segments[i]));
   ANNAL_ASSERT(first.streams.size() == second.streams.size());
-  for (const auto& [name, e] : first.streams) {
-    auto it = second.streams.find(name);
-    ANNAL_ASSERT(it != second.streams.end());
-    ANNAL_ASSERT(SameStream(e, it->second));
-  }
+  const std::vector<StreamSlot> slots_again = SortedSlots(second.streams);
+  ANNAL_ASSERT(
+      std::equal(slots.begin(), slots.end(), slots_again.begin(), slots_again.end(), SameSlot));
+  CheckFindable(second.streams, slots);
   return true;
 }
 

@@ -3,9 +3,13 @@
 // real structure.
 //
 //   make_seeds <corpus-dir>   writes <corpus-dir>/<target>/seed-* for fuzz_record,
-//                             fuzz_batch, fuzz_checkpoint and fuzz_frame
+//                             fuzz_batch, fuzz_checkpoint, fuzz_segment_index,
+//                             fuzz_sealed and fuzz_frame
 //
 // The output is deterministic, so running it again rewrites the same files.
+#include <stdlib.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -15,9 +19,16 @@
 #include <vector>
 
 #include "annal/assert.h"
+#include "fuzz_files.h"
+#include "annal/limits.h"
+#include "block_cache.h"
 #include "checkpoint.h"
 #include "format.h"
+#include "fs.h"
 #include "protocol.h"
+#include "sealed.h"
+#include "segment.h"
+#include "segment_index.h"
 #include "stream_index.h"
 
 namespace {
@@ -139,19 +150,40 @@ void BatchSeeds(const std::filesystem::path& dir) {
 void WriteCheckpoint(const std::filesystem::path& dir, const std::string& name,
                      const annal::CheckpointHeader& h,
                      const std::vector<annal::SegmentSummary>& segments,
-                     const annal::StreamMap& streams) {
+                     const annal::StreamTable& streams) {
   std::vector<const annal::SegmentSummary*> pointers;
   for (const annal::SegmentSummary& s : segments) pointers.push_back(&s);
   std::string data = annal::EncodeCheckpoint(h, pointers, streams);
   WriteSeed(dir, name, data.data(), data.size());
 }
 
-annal::StreamEntry Stream(uint64_t events, uint32_t segment) {
-  annal::StreamEntry e;
-  for (uint64_t v = 0; v < events; ++v)
-    e.Add(v, format::MakeLocation(segment, static_cast<uint32_t>(64 + v * 256)),
-          SomeId(static_cast<uint8_t>(v)), kSomeTimeNs + static_cast<int64_t>(v));
-  return e;
+// The stream table's slot for `stream`, whose `events` events (versions
+// 0..events-1) lie 256 bytes apart in `segment`.
+annal::StreamSlot Slot(std::string_view stream, uint64_t events, uint32_t segment) {
+  annal::StreamSlot s;
+  s.hash = format::StreamHash(stream);
+  s.head_version = events - 1;
+  s.head_location = format::MakeLocation(segment, static_cast<uint32_t>(64 + (events - 1) * 256));
+  s.first_location = format::MakeLocation(segment, 64);
+  s.name_check = format::StreamNameCheck(stream);
+  s.head_id_check = format::EventIdCheck(SomeId(static_cast<uint8_t>(events - 1)));
+  return s;
+}
+
+// A segment index of `segment` holding `streams`, each with `events`
+// events chained through prev_location, interleaved 128 bytes apart.
+annal::SegmentIndexBuilder Index(uint32_t segment, const std::vector<uint64_t>& hashes,
+                                 uint32_t events) {
+  annal::SegmentIndexBuilder b(segment);
+  std::vector<uint64_t> prev(hashes.size(), format::kNoLocation);
+  uint32_t offset = static_cast<uint32_t>(format::kSegmentHeaderBytes);
+  for (uint32_t v = 0; v < events; ++v)
+    for (size_t i = 0; i < hashes.size(); ++i) {
+      b.Add(hashes[i], v, prev[i], offset);
+      prev[i] = format::MakeLocation(segment, offset);
+      offset += 128;
+    }
+  return b;
 }
 
 void CheckpointSeeds(const std::filesystem::path& dir) {
@@ -164,27 +196,127 @@ void CheckpointSeeds(const std::filesystem::path& dir) {
   annal::SegmentSummary seg0;
   seg0.id = 0;
   seg0.end_offset = static_cast<uint32_t>(format::kSegmentHeaderBytes);
-  seg0.NoteBatch(64, 4096, 1, 10);
-  seg0.NoteBatch(64 + 300 * 1024, 2048, 11, 5);
+  seg0.NoteBatch(64, 4096, 1, 10, kSomeTimeNs);
+  seg0.NoteBatch(64 + 300 * 1024, 2048, 11, 5, kSomeTimeNs + 1000);
   h.tail_offset = seg0.end_offset;
   h.last_position = 15;
-  h.last_recorded_at_ns = kSomeTimeNs;
-  annal::StreamMap one;
-  one.emplace("account-42", Stream(40, 0));
+  h.last_recorded_at_ns = kSomeTimeNs + 1000;
+  annal::StreamTable one;
+  one.Insert(Slot("account-42", 40, 0));
   WriteCheckpoint(dir, "seed-one-segment-one-stream", h, {seg0}, one);
 
+  // The tail segment has no index file yet: the checkpoint carries its
+  // index, as Partition writes it (no samples inside; the summary has them).
   annal::SegmentSummary seg1;
   seg1.id = 1;
   seg1.end_offset = static_cast<uint32_t>(format::kSegmentHeaderBytes);
-  seg1.NoteBatch(64, 1024, 16, 3);
+  seg1.NoteBatch(64, 1024, 16, 3, kSomeTimeNs + 2000);
+  seg1.index = Index(1, {format::StreamHash("orders-7"), format::StreamHash("busy")}, 3)
+                   .Encode(h.partition, {});
   h.tail_segment = 1;
   h.tail_offset = seg1.end_offset;
   h.last_position = 18;
-  annal::StreamMap three = one;
-  three.emplace("orders-7", Stream(1, 1));
-  // Enough events that the anchors fill and the stride doubles.
-  three.emplace("busy", Stream(300, 1));
+  h.last_recorded_at_ns = kSomeTimeNs + 2000;
+  annal::StreamTable three;
+  three.Insert(Slot("account-42", 40, 0));
+  three.Insert(Slot("orders-7", 1, 1));
+  three.Insert(Slot("busy", 300, 1));
   WriteCheckpoint(dir, "seed-two-segments-three-streams", h, {seg0, seg1}, three);
+
+  // Two streams whose names hash alike: two slots with one hash.
+  annal::StreamTable collide = three;
+  annal::StreamSlot twin = Slot("account-43", 2, 1);
+  twin.hash = format::StreamHash("account-42");
+  collide.Insert(twin);
+  WriteCheckpoint(dir, "seed-hash-collision", h, {seg0, seg1}, collide);
+}
+
+// --- fuzz_segment_index: index files from SegmentIndexBuilder, for
+// partition 0's segment 0 (what the target opens).
+
+void SegmentIndexSeeds(const std::filesystem::path& dir) {
+  auto write = [&](const std::string& name, const annal::SegmentIndexBuilder& b,
+                   const std::vector<annal::TimeSample>& samples) {
+    std::string data = b.Encode(0, samples);
+    WriteSeed(dir, name, data.data(), data.size());
+  };
+  write("seed-empty", annal::SegmentIndexBuilder(0), {});
+
+  const std::vector<annal::TimeSample> samples = {{1, kSomeTimeNs, 64},
+                                                  {40, kSomeTimeNs + 5000, 64 + 70 * 1024}};
+  write("seed-three-streams",
+        Index(0,
+              {format::StreamHash("account-1"), format::StreamHash("account-2"),
+               format::StreamHash("orders")},
+              4),
+        samples);
+
+  // A stream continuing from an earlier segment, and two streams whose
+  // names hash alike: runs with one hash, told apart by their offsets.
+  annal::SegmentIndexBuilder collide = Index(0, {7, 7, 9}, 3);
+  collide.Add(5, 12, format::MakeLocation(0, 64), 64 * 1024);  // not a run's tail: a new run
+  write("seed-hash-collision", collide, samples);
+
+  // More runs than fit one page: two fences.
+  std::vector<uint64_t> many;
+  for (uint64_t i = 0; i < format::kRunsPerPage + 8; ++i) many.push_back(i * 0x9e3779b97f4a7c15ull);
+  write("seed-two-pages", Index(0, many, 1), {samples[0]});
+}
+
+// --- fuzz_sealed: sealed files made by SealSegment from a segment of the
+// smallest size, partition 0's segment 0 of a one-partition store.
+
+
+// The bytes of a sealed segment holding `batches`, sealed in blocks of
+// about `block_bytes`.
+std::string Sealed(const std::vector<Bytes>& batches, size_t block_bytes) {
+  annal::fuzz::ScratchDir dir("annal-make-seeds");
+  const format::SegmentHeader header{0, 0, annal::limits::kMinSegmentBytes, 1};
+  Bytes file(header.segment_bytes, 0);
+  format::EncodeSegmentHeader(header, file.data());
+  size_t at = format::kSegmentHeaderBytes;
+  for (const Bytes& b : batches) {
+    ANNAL_ASSERT(at + b.size() <= file.size());
+    std::copy(b.begin(), b.end(), file.begin() + static_cast<ptrdiff_t>(at));
+    at += b.size();
+  }
+  WriteSeed(dir.path(), format::SegmentFileName(0), file);
+
+  annal::BlockCache cache(0);
+  auto seg = annal::OpenSegment(dir.path(), 0, header, &cache);
+  ANNAL_ASSERT_MSG(seg.ok(), seg.status().ToString().c_str());
+  annal::SealOptions options;
+  options.block_bytes = block_bytes;
+  auto sealed = annal::SealSegment(**seg, at, dir.path(), options);
+  ANNAL_ASSERT_MSG(sealed.ok(), sealed.status().ToString().c_str());
+  auto bytes = annal::fs::ReadWholeFile(annal::fs::Join(dir.path(), format::SegmentFileName(0)));
+  ANNAL_ASSERT(bytes.ok() && bytes->size() == sealed->stored_bytes);
+  return std::move(*bytes);
+}
+
+void SealedSeeds(const std::filesystem::path& dir) {
+  auto write = [&](const std::string& name, const std::string& data) {
+    WriteSeed(dir, name, data.data(), data.size());
+  };
+  write("seed-empty", Sealed({}, 64 * 1024));
+
+  std::vector<Bytes> batches;
+  uint64_t position = 1;
+  for (int i = 0; i < 5; ++i) {
+    std::vector<format::RecordView> records;
+    for (int k = 0; k <= i % 3; ++k, ++position)
+      records.push_back(Record(i % 2 ? "account-1" : "account-0", "Deposited", "",
+                               R"({"amount":100})", position - 1, position));
+    batches.push_back(Batch(records, 0));
+  }
+  write("seed-one-block", Sealed(batches, 64 * 1024));
+  // Blocks of about one batch each.
+  write("seed-several-blocks", Sealed(batches, 256));
+
+  // A batch larger than a block is a block alone.
+  std::string big(3000, 'x');
+  batches.push_back(Batch({Record("blob", "Stored", "", big, 0, position)}, 0));
+  write("seed-large-batch-alone", Sealed(batches, 1024));
 }
 
 // --- fuzz_frame: frames from the wire codec's own encoders (server/protocol.h).
@@ -281,12 +413,13 @@ std::string ClientSession() {
   protocol::AppendFrame(&out, protocol::Op::kReadAllRange, 17, range);
   protocol::AppendFrame(&out, protocol::Op::kGetCheckpoint, 18,
                         protocol::GetCheckpointRequest{"balances"});
-  protocol::AppendFrame(&out, protocol::Op::kSetCheckpoint, 19,
-                        protocol::SetCheckpointRequest{"balances", 42,
-                                                       annal::CheckpointExpectation::At(annal::GlobalPosition(40)),
-                                                       "rows=3"});
-  protocol::AppendFrame(&out, protocol::Op::kSetCheckpoint, 20,
-                        protocol::SetCheckpointRequest{"audit", 1, annal::CheckpointExpectation::None(), ""});
+  protocol::AppendFrame(
+      &out, protocol::Op::kSetCheckpoint, 19,
+      protocol::SetCheckpointRequest{
+          "balances", 42, annal::CheckpointExpectation::At(annal::GlobalPosition(40)), "rows=3"});
+  protocol::AppendFrame(
+      &out, protocol::Op::kSetCheckpoint, 20,
+      protocol::SetCheckpointRequest{"audit", 1, annal::CheckpointExpectation::None(), ""});
   protocol::AppendFrame(&out, protocol::Op::kDeleteCheckpoint, 21,
                         protocol::DeleteCheckpointRequest{"audit"});
   protocol::AppendFrame(&out, protocol::Op::kListCheckpoints, 22,
@@ -375,12 +508,16 @@ std::string ServerSession() {
   checkpoint.updated_at_ns = kSomeTimeNs;
   checkpoint.blob = "rows=3";
   checkpoint.blob_size = checkpoint.blob.size();
-  protocol::AppendFrame(&out, protocol::Op::kCheckpoint, 18, protocol::CheckpointResponse{checkpoint});
+  protocol::AppendFrame(&out, protocol::Op::kCheckpoint, 18,
+                        protocol::CheckpointResponse{checkpoint});
   protocol::AppendFrame(&out, protocol::Op::kCheckpoint, 23, protocol::CheckpointResponse{});
-  protocol::AppendFrame(&out, protocol::Op::kCheckpointSet, 19, protocol::CheckpointSet{kSomeTimeNs});
-  protocol::ErrorResponse conflict{protocol::ErrorCode::kWrongExpectedVersion, 41, "consumer 'audit': expected no checkpoint"};
+  protocol::AppendFrame(&out, protocol::Op::kCheckpointSet, 19,
+                        protocol::CheckpointSet{kSomeTimeNs});
+  protocol::ErrorResponse conflict{protocol::ErrorCode::kWrongExpectedVersion, 41,
+                                   "consumer 'audit': expected no checkpoint"};
   protocol::AppendFrame(&out, protocol::Op::kError, 20, conflict);
-  protocol::AppendFrame(&out, protocol::Op::kCheckpointDeleted, 21, protocol::CheckpointDeleted{true});
+  protocol::AppendFrame(&out, protocol::Op::kCheckpointDeleted, 21,
+                        protocol::CheckpointDeleted{true});
   checkpoint.blob.clear();
   protocol::AppendFrame(&out, protocol::Op::kCheckpoints, 22,
                         protocol::CheckpointsResponse{{checkpoint, checkpoint}});
@@ -424,6 +561,8 @@ int main(int argc, char** argv) {
   RecordSeeds(corpus / "fuzz_record");
   BatchSeeds(corpus / "fuzz_batch");
   CheckpointSeeds(corpus / "fuzz_checkpoint");
+  SegmentIndexSeeds(corpus / "fuzz_segment_index");
+  SealedSeeds(corpus / "fuzz_sealed");
   FrameSeeds(corpus / "fuzz_frame");
   return 0;
 }

@@ -20,7 +20,7 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 build="$root/build-fuzz"
-targets=(fuzz_record fuzz_batch fuzz_checkpoint fuzz_frame)
+targets=(fuzz_record fuzz_batch fuzz_checkpoint fuzz_segment_index fuzz_sealed fuzz_frame)
 
 "$root/scripts/install-deps.sh" --with-clang
 
@@ -29,6 +29,13 @@ cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DANNAL_FUZZ=ON \
 cmake --build "$build" -j "$(nproc)" --target make_seeds "${targets[@]}"
 
 "$build/fuzz/make_seeds" "$root/fuzz/corpus"
+
+# Targets that read files (fuzz_segment_index, fuzz_sealed) keep a scratch
+# directory under TMPDIR; one that dies on a crash cannot remove it, so keep
+# them in the build tree.
+export TMPDIR="$build/fuzz/tmp"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
 
 failed=()
 for t in "${targets[@]}"; do

@@ -206,7 +206,11 @@ TEST(IndexTest, IndexMemoryDoesNotGrowWithEvents) {
 }
 
 TEST(IndexTest, StreamsWhoseHashesCollideAreToldApartByName) {
-  format::SetStreamHashMaskForTesting(0x7);  // eight hash values for 120 streams
+  // Eight hash values for 120 streams; process-wide, so put back after.
+  struct MaskGuard {
+    MaskGuard() { format::SetStreamHashMaskForTesting(0x7); }
+    ~MaskGuard() { format::SetStreamHashMaskForTesting(~0ull); }
+  } mask;
   TempDir dir("index-collide");
   Options o = IndexOptions();
   std::map<std::string, uint64_t> heads;

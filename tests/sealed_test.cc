@@ -246,9 +246,24 @@ TEST_F(SealedTest, SealedSegmentReadsAsTheOriginalLog) {
   ASSERT_TRUE(blocks.ok()) << blocks.status().ToString();
   ASSERT_EQ((*blocks)->size(), r->blocks);
   ASSERT_GT(r->blocks, 10u);
-  // Some batch is larger than a block and so a block of its own.
+  // Blocks are cut every kBlockBytes, through batches: every block but the
+  // last has that size, and a batch larger than a block leaves blocks that
+  // no batch starts in. A block a batch starts in names the first one.
+  for (size_t i = 0; i + 1 < (*blocks)->size(); ++i) EXPECT_EQ((**blocks)[i].raw_length, kBlockBytes) << i;
   EXPECT_TRUE(std::any_of((*blocks)->begin(), (*blocks)->end(),
-                          [](const BlockEntry& e) { return e.raw_length >= kBigPayloadBytes; }));
+                          [](const BlockEntry& e) { return e.batch_offset == 0; }));
+  for (const BlockEntry& e : **blocks) {
+    if (e.batch_offset == 0) continue;
+    auto batch = std::find_if(written_->batches.begin(), written_->batches.end(),
+                              [&](const auto& b) { return b.offset == e.batch_offset; });
+    ASSERT_NE(batch, written_->batches.end()) << "block names no batch start: " << e.batch_offset;
+    EXPECT_GE(e.batch_offset, e.logical_offset);
+    EXPECT_LT(e.batch_offset, e.logical_offset + e.raw_length);
+    EXPECT_EQ(e.first_position, batch->first_position);
+    if (batch != written_->batches.begin()) {
+      EXPECT_LT(std::prev(batch)->offset, e.logical_offset);
+    }
+  }
 
   // Across every block boundary, and at random.
   for (const BlockEntry& e : **blocks) {
@@ -395,7 +410,8 @@ TEST_F(SealedTest, BlockMapWithAGapFailsEvenWithAValidChecksum) {
 
 TEST_F(SealedTest, SmallCacheEvictsAndReadsStayCorrect) {
   ASSERT_TRUE(Seal(SmallBlocks()).ok());
-  BlockCache small(4 * kBlockBytes);
+  // Room for the block map (48 bytes a block) and four blocks.
+  BlockCache small(4 * kBlockBytes + 48 * (1 << 20) / kBlockBytes + 1024);
   std::vector<BlockEntry> blocks;
   auto sealed = OpenSealed(&small, &blocks);
   ASSERT_NE(sealed, nullptr);

@@ -7,18 +7,22 @@
 //   annal info account-42
 //   annal state account-42 --at 2026-11-26T10:00:00Z
 //   annal snapshots account-42
+//   annal data ls /var/lib/annal        (storage commands: files, no annald)
 //
 // This file only parses arguments (CLI11) and dispatches; the commands live
-// in cli_commands.cc, input checks in cli_input.cc, output in cli_output.cc.
+// in cli_commands.cc, input checks in cli_input.cc, output in cli_output.cc,
+// and the storage commands in storage_commands.cc and storage_verify.cc.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "cli_commands.h"
 #include "cli_input.h"
+#include "storage_commands.h"
 
 namespace annal::cli {
 namespace {
@@ -27,7 +31,10 @@ constexpr const char* kFooter = R"(
 --host, --port and --json may come before or after the command.
 Exit codes: 0 ok; 1 usage or invalid input (nothing was sent); 2 the server
 answered with an error (wrong expected version, unknown stream, ...);
-3 cannot connect to annald.)";
+3 cannot connect to annald.
+The storage commands (data, segment, verify, index, checkpoint, repair) read
+a data directory's files directly, without annald; they exit 1 when DIR is
+not a data directory, 4 when they find damage, 5 when a file cannot be read.)";
 
 constexpr const char* kTailDetails = R"(
 tail prints events as they are stored, until Ctrl-C (exit 0), --count events
@@ -57,11 +64,79 @@ struct Parsed {
   std::string metadata, id, tail_stream;
   std::string state_at;
   uint64_t read_from = 0, tail_from = 0, tail_count = 0, state_version = 0;
+  // Storage commands: a data directory or segment file, and their options.
+  std::string path, index_stream;
+  uint64_t dump_from = 0, dump_limit = 0;
+  bool repair_dry_run = false;
 };
 
+// The storage commands, each reached through its group ("segment dump").
+struct StorageCommands {
+  CLI::App *data_ls, *segment_dump, *segment_stats, *verify, *index_dump, *checkpoint_dump, *repair;
+};
+
+// A command group, such as `segment`, that needs one of its commands.
+CLI::App* AddGroup(CLI::App& app, const char* name, const char* description) {
+  CLI::App* group = app.add_subcommand(name, description);
+  group->require_subcommand(1);
+  return group;
+}
+
+StorageCommands AddStorageCommands(CLI::App& app, Parsed& p) {
+  constexpr const char* kDir = "The data directory (holding MANIFEST)";
+  StorageCommands c;
+  CLI::App* data = AddGroup(app, "data", "Inspect a data directory (reads files, not annald)");
+  c.data_ls = data->add_subcommand("ls", "List partitions, segments, their states and ranges");
+  c.data_ls->add_option("DIR", p.path, kDir)->required();
+
+  CLI::App* segment = AddGroup(app, "segment", "Inspect segment files (reads files, not annald)");
+  c.segment_dump = segment->add_subcommand("dump", "Show a segment's batch headers and events");
+  c.segment_dump->add_option("FILE", p.path, "DIR/partition-NNN/segment-NNNNNNNN.log")->required();
+  c.segment_dump->add_option("--from", p.dump_from, "Start at the first batch at or after OFFSET");
+  c.segment_dump->add_option("--limit", p.dump_limit, "Stop after N events (0: all)")
+      ->capture_default_str();
+  c.segment_stats = segment->add_subcommand(
+      "stats", "Count events, streams and bytes of a segment FILE or of every segment in DIR");
+  c.segment_stats->add_option("PATH", p.path, "A segment file or a data directory")->required();
+
+  c.verify = app.add_subcommand("verify", "Check every checksum and invariant of a data directory");
+  c.verify->add_option("DIR", p.path, kDir)->required();
+
+  CLI::App* index = AddGroup(app, "index", "Inspect segment index files (reads files, not annald)");
+  c.index_dump = index->add_subcommand("dump", "Show segment indexes: runs, offsets, samples");
+  c.index_dump->add_option("DIR", p.path, kDir)->required();
+  c.index_dump->add_option("--stream", p.index_stream, "Only the runs of this stream");
+
+  CLI::App* checkpoint =
+      AddGroup(app, "checkpoint", "Inspect index checkpoints (reads files, not annald)");
+  c.checkpoint_dump = checkpoint->add_subcommand("dump", "Show each partition's index checkpoint");
+  c.checkpoint_dump->add_option("DIR", p.path, kDir)->required();
+
+  c.repair = app.add_subcommand("repair", "Truncate torn tails of a data directory's segments");
+  c.repair->add_option("DIR", p.path, kDir)->required();
+  c.repair->add_flag("--dry-run", p.repair_dry_run, "Say what would be done; write nothing");
+  return c;
+}
+
+// The storage command that was parsed, run; nullopt when none was.
+std::optional<int> RunStorageCommand(const StorageCommands& c, const Parsed& p) {
+  namespace st = storage;
+  const bool json = p.global.json;
+  if (c.data_ls->parsed()) return st::DataLs(p.path, json);
+  if (c.segment_dump->parsed()) return st::SegmentDump(p.path, p.dump_from, p.dump_limit, json);
+  if (c.segment_stats->parsed()) return st::SegmentStats(p.path, json);
+  if (c.verify->parsed()) return st::Verify(p.path, json);
+  if (c.index_dump->parsed()) return st::IndexDump(p.path, p.index_stream, json);
+  if (c.checkpoint_dump->parsed()) return st::CheckpointDump(p.path, json);
+  if (c.repair->parsed()) return st::Repair(p.path, p.repair_dry_run, json);
+  return std::nullopt;
+}
+
 int Run(int argc, char** argv) {
-  CLI::App app{"annal: append, read and follow events, and show state, in an annald server.",
-               "annal"};
+  CLI::App app{
+      "annal: append, read and follow events, and show state, in an annald server;\n"
+      "inspect, verify and repair a data directory's files.",
+      "annal"};
   app.footer(kFooter);
   // Global options may also follow the command: `annal read s --json`.
   app.fallthrough();
@@ -144,6 +219,8 @@ int Run(int argc, char** argv) {
   CLI::App* snapshots = app.add_subcommand("snapshots", "List the snapshots kept of a stream");
   snapshots->add_option("STREAM", p.snapshots.stream, "Stream name")->required();
 
+  const StorageCommands storage_commands = AddStorageCommands(app, p);
+
   try {
     app.parse(argc, argv);
     if (tail->parsed() && tail_stream->count() == 0 && all->count() == 0)
@@ -165,6 +242,7 @@ int Run(int argc, char** argv) {
   if (state_at->count() > 0) p.state.at = p.state_at;
   if (state_version->count() > 0) p.state.version = p.state_version;
 
+  if (std::optional<int> status = RunStorageCommand(storage_commands, p)) return *status;
   if (append->parsed()) return RunAppend(p.global, p.append);
   if (read->parsed()) return RunRead(p.global, p.read);
   if (read_all->parsed()) return RunReadAll(p.global, p.read_all);

@@ -1070,12 +1070,14 @@ Result<uint64_t> Partition::StartOffset(const SegmentFile& file, const std::shar
                                         std::vector<TimeSample> samples, uint64_t target, bool by_time) {
   uint64_t offset = kSegmentHeaderBytes;
   if (file.sealed) {
-    // Blocks start at batches: the block map is the finest index there is.
+    // The block map names a batch start in (nearly) every block: the finest
+    // index there is.
     ANNAL_ASSIGN_OR_RETURN(auto blocks, file.sealed->Blocks());
     for (const BlockEntry& b : *blocks) {
+      if (b.batch_offset == 0) continue;  // inside a batch that started earlier
       bool before = by_time ? b.first_recorded_at_ns < static_cast<int64_t>(target) : b.first_position <= target;
       if (!before) break;
-      offset = b.logical_offset;
+      offset = b.batch_offset;
     }
     return offset;
   }

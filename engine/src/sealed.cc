@@ -5,6 +5,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <deque>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -29,7 +30,7 @@ constexpr uint64_t kMapCacheKey = ~0ull;
 
 // Byte offsets inside a block entry (sealed.h).
 constexpr size_t kEntryLogicalOffset = 0, kEntryRawLength = 4, kEntryFileOffset = 8,
-                 kEntryStoredLength = 16, kEntryReserved = 20, kEntryFirstPosition = 24,
+                 kEntryStoredLength = 16, kEntryBatchOffset = 20, kEntryFirstPosition = 24,
                  kEntryFirstRecordedAt = 32, kEntryChecksum = 40;
 static_assert(kEntryChecksum + 8 == kBlockEntryBytes);
 // Byte offsets inside the footer.
@@ -58,7 +59,7 @@ void EncodeEntry(const BlockEntry& e, uint8_t* out) {
   Put32(out + kEntryRawLength, e.raw_length);
   Put64(out + kEntryFileOffset, e.file_offset);
   Put32(out + kEntryStoredLength, e.stored_length);
-  Put32(out + kEntryReserved, 0);
+  Put32(out + kEntryBatchOffset, e.batch_offset);
   Put64(out + kEntryFirstPosition, e.first_position);
   Put64(out + kEntryFirstRecordedAt, static_cast<uint64_t>(e.first_recorded_at_ns));
   Put64(out + kEntryChecksum, e.checksum);
@@ -70,6 +71,7 @@ BlockEntry DecodeEntry(const uint8_t* in) {
   e.raw_length = Get32(in + kEntryRawLength);
   e.file_offset = Get64(in + kEntryFileOffset);
   e.stored_length = Get32(in + kEntryStoredLength);
+  e.batch_offset = Get32(in + kEntryBatchOffset);
   e.first_position = Get64(in + kEntryFirstPosition);
   e.first_recorded_at_ns = static_cast<int64_t>(Get64(in + kEntryFirstRecordedAt));
   e.checksum = Get64(in + kEntryChecksum);
@@ -341,8 +343,8 @@ class BlockWriter {
   }
 
   // Writes one block: the log bytes `raw` from `logical_offset`.
-  Status Add(const std::vector<uint8_t>& raw, uint64_t logical_offset, uint64_t first_position,
-             int64_t first_recorded_at_ns);
+  Status Add(const std::vector<uint8_t>& raw, uint64_t logical_offset, uint64_t batch_offset,
+             uint64_t first_position, int64_t first_recorded_at_ns);
   // Writes block map and footer after the blocks and fsyncs the file.
   Result<SealResult> Finish(uint64_t data_end, uint64_t first_position, uint64_t last_position);
 
@@ -363,7 +365,7 @@ class BlockWriter {
   uint64_t next_file_offset_ = kSegmentHeaderBytes;
 };
 
-Status BlockWriter::Add(const std::vector<uint8_t>& raw, uint64_t logical_offset,
+Status BlockWriter::Add(const std::vector<uint8_t>& raw, uint64_t logical_offset, uint64_t batch_offset,
                         uint64_t first_position, int64_t first_recorded_at_ns) {
   ANNAL_ASSERT(!raw.empty() && raw.size() <= UINT32_MAX && logical_offset <= UINT32_MAX);
   compressed_.resize(ZSTD_compressBound(raw.size()));
@@ -385,6 +387,7 @@ Status BlockWriter::Add(const std::vector<uint8_t>& raw, uint64_t logical_offset
   e.raw_length = static_cast<uint32_t>(raw.size());
   e.file_offset = next_file_offset_;
   e.stored_length = static_cast<uint32_t>(n);
+  e.batch_offset = static_cast<uint32_t>(batch_offset);
   e.first_position = first_position;
   e.first_recorded_at_ns = first_recorded_at_ns;
   e.checksum = format::Checksum(compressed_.data(), n);
@@ -458,38 +461,51 @@ Result<format::SegmentHeader> ReadSegmentHeader(const SegmentFile& seg, uint64_t
   return h;
 }
 
-// Verifies the batches of [64, data_end) and writes them as blocks.
-// Returns the first and last position.
+// Verifies the batches of [64, data_end) and writes the log as blocks of
+// `block_bytes` (the last may be shorter). Blocks cut through batches: a
+// read then decompresses at most a block's worth around what it needs,
+// however large group commit made the batches. Each block names the first
+// batch that starts in it, for scans by position or time. Returns the first
+// and last position.
 Result<std::pair<uint64_t, uint64_t>> WriteBlocks(const SegmentFile& seg, uint64_t data_end,
                                                   const SealOptions& options, BlockWriter* w) {
-  std::vector<uint8_t> batch, block;
-  uint64_t block_start = 0, block_first_position = 0;
-  int64_t block_recorded_at_ns = 0;
+  struct BatchStart {
+    uint64_t offset, position;
+    int64_t recorded_at_ns;
+  };
+  std::vector<uint8_t> batch, pending, block;
+  size_t pending_head = 0;                       // bytes of `pending` already written
+  uint64_t pending_offset = kSegmentHeaderBytes;  // log offset of pending[pending_head]
+  std::deque<BatchStart> starts;                 // batches starting at or after pending_offset
   std::optional<uint64_t> first, last;
-  auto cut = [&]() -> Status {
+  auto cut = [&](size_t n) -> Status {
     ANNAL_RETURN_IF_ERROR(CheckCancelled(options, seg.path));
-    ANNAL_RETURN_IF_ERROR(w->Add(block, block_start, block_first_position, block_recorded_at_ns));
-    block.clear();
+    while (!starts.empty() && starts.front().offset < pending_offset) starts.pop_front();
+    BatchStart named{0, 0, 0};
+    if (!starts.empty() && starts.front().offset < pending_offset + n) named = starts.front();
+    block.assign(pending.begin() + static_cast<ptrdiff_t>(pending_head),
+                 pending.begin() + static_cast<ptrdiff_t>(pending_head + n));
+    ANNAL_RETURN_IF_ERROR(w->Add(block, pending_offset, named.offset, named.position, named.recorded_at_ns));
+    pending_head += n;
+    pending_offset += n;
+    if (pending_head > pending.size() / 2) {
+      pending.erase(pending.begin(), pending.begin() + static_cast<ptrdiff_t>(pending_head));
+      pending_head = 0;
+    }
     return Status::Ok();
   };
   for (uint64_t offset = kSegmentHeaderBytes; offset < data_end;) {
     format::BatchHeader h;
     ANNAL_ASSIGN_OR_RETURN(BatchCheck c, CheckBatchAt(seg, offset, &batch, &h));
     ANNAL_RETURN_IF_ERROR(VerifyBatch(seg, offset, data_end, c, h, batch, last));
-    // A batch of a block's size or more is a block alone.
-    if (!block.empty() && h.length >= options.block_bytes) ANNAL_RETURN_IF_ERROR(cut());
-    if (block.empty()) {
-      block_start = offset;
-      block_first_position = h.first_position;
-      block_recorded_at_ns = h.recorded_at_ns;
-    }
-    block.insert(block.end(), batch.begin(), batch.end());
+    starts.push_back(BatchStart{offset, h.first_position, h.recorded_at_ns});
+    pending.insert(pending.end(), batch.begin(), batch.end());
     if (!first) first = h.first_position;
     last = h.first_position + h.count - 1;
     offset += h.length;
-    if (block.size() >= options.block_bytes) ANNAL_RETURN_IF_ERROR(cut());
+    while (pending.size() - pending_head >= options.block_bytes) ANNAL_RETURN_IF_ERROR(cut(options.block_bytes));
   }
-  if (!block.empty()) ANNAL_RETURN_IF_ERROR(cut());
+  if (pending.size() > pending_head) ANNAL_RETURN_IF_ERROR(cut(pending.size() - pending_head));
   return std::pair<uint64_t, uint64_t>(first.value_or(0), last.value_or(0));
 }
 

@@ -2,10 +2,11 @@
 //
 // A partition's segment is written uncompressed (segment.h). Once it is
 // full and a later segment has taken over, a background thread seals it:
-// its batches are grouped into blocks of whole batches (about
-// SealOptions::block_bytes of log each; a larger batch is a block alone),
-// each block compressed as one independent zstd frame, and written with a
-// block map and a footer to `segment-NNNNNNNN.log.tmp`, which is fsynced,
+// its log is cut into blocks of SealOptions::block_bytes (the last may be
+// shorter; blocks cut through batches and records, so that a read
+// decompresses at most about a block around what it needs however large
+// group commit made the batches), each compressed as one independent zstd
+// frame, and written with a block map and a footer to `segment-NNNNNNNN.log.tmp`, which is fsynced,
 // renamed over the segment file and the directory fsynced. A crash before
 // the rename leaves the old file and a temporary one that recovery removes;
 // after it, the sealed file. Every batch is verified before it is copied.
@@ -22,13 +23,16 @@
 //                   [logical_offset, logical_offset + raw_length)
 //   block_map    := block_entry{block_count}
 //   block_entry (48 bytes)
-//   +----------------+------------+-------------+---------------+----------+
-//   | logical_offset | raw_length | file_offset | stored_length | reserved |
-//   | 4              | 4          | 8           | 4             | 4        |
-//   +----------------+------------+-------------+---------------+----------+
+//   +----------------+------------+-------------+---------------+--------------+
+//   | logical_offset | raw_length | file_offset | stored_length | batch_offset |
+//   | 4              | 4          | 8           | 4             | 4            |
+//   +----------------+------------+-------------+---------------+--------------+
 //   | first_position | first_recorded_at_ns | checksum (XXH3-64 of the stored frame) |
 //   | 8              | 8                    | 8                                      |
 //   +----------------+----------------------+----------------------------------------+
+//   batch_offset: the log offset of the first batch that starts in the
+//   block, first_position and first_recorded_at_ns that batch's; all three
+//   are 0 when no batch starts in the block (a batch larger than a block).
 //   footer (64 bytes, the file's last)
 //   +--------+---------+-------------+------------+----------+----------------+
 //   | magic  | version | block_count | map_offset | data_end | first_position |
@@ -66,7 +70,7 @@ inline constexpr size_t kBlockEntryBytes = 48;
 }  // namespace format
 
 struct SealOptions {
-  size_t block_bytes = 64 * 1024;
+  size_t block_bytes = 16 * 1024;
   int zstd_level = 3;
   // Checked between blocks; sealing gives up (kUnavailable) when it returns
   // true, leaving the segment as it was.
@@ -84,7 +88,8 @@ struct BlockEntry {
   uint32_t raw_length = 0;
   uint64_t file_offset = 0;
   uint32_t stored_length = 0;
-  uint64_t first_position = 0;
+  uint32_t batch_offset = 0;  // the first batch starting in the block; 0: none does
+  uint64_t first_position = 0;  // that batch's first position and commit time
   int64_t first_recorded_at_ns = 0;
   uint64_t checksum = 0;
 };

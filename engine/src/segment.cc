@@ -83,24 +83,27 @@ Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
 
 Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_t segment_id,
                                                  const format::SegmentHeader& expected,
-                                                 BlockCache* cache) {
+                                                 BlockCache* cache, int open_flags) {
   const uint64_t segment_bytes = expected.segment_bytes;
   auto seg = std::make_shared<SegmentFile>();
   seg->id = segment_id;
   seg->path = fs::Join(dir, format::SegmentFileName(segment_id));
-  ANNAL_ASSIGN_OR_RETURN(bool is_sealed, IsSealedFile(seg->path));
-  if (is_sealed) {
-    format::SegmentHeader h = expected;
-    h.segment_id = segment_id;
-    ANNAL_ASSIGN_OR_RETURN(auto sealed, SealedSegment::Open(seg->path, h, cache));
-    return SealedSegmentFile(segment_id, std::move(sealed));
-  }
-  ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::Open(seg->path, O_RDWR));
+  // One descriptor decides what the file is and, unsealed, reads it: a
+  // sealing that renames over the path meanwhile (tools read directories
+  // annald is using) does not mix two versions of the file.
+  ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::Open(seg->path, open_flags));
   ANNAL_ASSIGN_OR_RETURN(seg->size_bytes, fs::FileSize(seg->fd.get(), seg->path));
   if (seg->size_bytes < format::kSegmentHeaderBytes)
     return Status::Corruption(seg->path + ": shorter than a segment header");
   uint8_t buf[format::kSegmentHeaderBytes];
   ANNAL_RETURN_IF_ERROR(fs::PreadExact(seg->fd.get(), buf, sizeof buf, 0, seg->path));
+  if (std::memcmp(buf, format::kSealedMagic, sizeof format::kSealedMagic) == 0) {
+    // A sealed file is never replaced again: opening it by path is safe.
+    format::SegmentHeader h = expected;
+    h.segment_id = segment_id;
+    ANNAL_ASSIGN_OR_RETURN(auto sealed, SealedSegment::Open(seg->path, h, cache));
+    return SealedSegmentFile(segment_id, std::move(sealed));
+  }
   format::SegmentHeader h;
   ANNAL_RETURN_IF_ERROR(format::DecodeSegmentHeader(buf, seg->path, &h));
   if (h.segment_id != segment_id || h.partition != expected.partition ||

@@ -6,6 +6,8 @@
 // the first all-zero batch header.
 #pragma once
 
+#include <fcntl.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -47,11 +49,12 @@ Result<std::shared_ptr<SegmentFile>> CreateSegment(const std::string& dir,
                                                    const format::SegmentHeader& header);
 // The temporary name CreateSegment writes to before the rename.
 bool IsSegmentTempFile(std::string_view name);
-// Opens a segment and validates its header: for reading and writing, or
-// for reading through `cache` when it is sealed.
+// Opens a segment and validates its header: with `open_flags` (O_RDWR for
+// the store, O_RDONLY for tools), or for reading through `cache` when it is
+// sealed.
 Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_t segment_id,
                                                  const format::SegmentHeader& expected,
-                                                 BlockCache* cache);
+                                                 BlockCache* cache, int open_flags = O_RDWR);
 // A SegmentFile reading the sealed file `sealed`, for segment `id`.
 std::shared_ptr<SegmentFile> SealedSegmentFile(uint32_t id, std::shared_ptr<SealedSegment> sealed);
 

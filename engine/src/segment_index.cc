@@ -148,13 +148,19 @@ Result<std::unique_ptr<SegmentIndexBuilder>> SegmentIndexBuilder::Decode(std::st
   uint64_t samples = Get32(p + 20), runs = Get32(p + 24), offsets = Get64(p + 28), fences = Get32(p + 36);
   uint64_t runs_at = format::kSegmentIndexHeaderBytes + samples * format::kSampleBytes + fences * format::kFenceBytes;
   uint64_t offsets_at = runs_at + runs * format::kRunBytes;
-  if (offsets > bytes.size() || offsets_at + offsets * 4 != bytes.size()) return bad("sizes do not add up");
+  if (offsets > bytes.size() / 4 || samples > bytes.size() / format::kSampleBytes ||
+      fences > bytes.size() / format::kFenceBytes || runs > bytes.size() / format::kRunBytes ||
+      offsets_at + offsets * 4 != bytes.size())
+    return bad("sizes do not add up");
   auto b = std::make_unique<SegmentIndexBuilder>(Get32(p + 16));
   b->runs_.reserve(runs);
   for (uint64_t i = 0; i < runs; ++i) {
     const uint8_t* r = p + runs_at + i * format::kRunBytes;
     uint32_t count = Get32(r + 24), first = Get32(r + 28);
-    if (count == 0 || uint64_t{first} + count > offsets) return bad("run outside the offsets");
+    // Runs lay their offsets out one after another (Encode): a run that
+    // names any others' would let a small file claim unbounded memory.
+    if (count == 0 || first != b->events_ || uint64_t{first} + count > offsets)
+      return bad("run outside its place in the offsets");
     Run run{Get64(r), Get64(r + 8), Get64(r + 16), std::vector<uint32_t>(count)};
     std::memcpy(run.offsets.data(), p + offsets_at + uint64_t{first} * 4, count * 4ull);
     if (format::Checksum(run.offsets.data(), count * 4ull) != Get64(r + 32)) return bad("run offsets fail their checksum");
@@ -195,6 +201,11 @@ Result<std::shared_ptr<SegmentIndex>> SegmentIndex::Open(const std::string& dir,
   ix->offset_count_ = Get64(h + 28);
   ix->fence_count_ = Get32(h + 36);
   ix->meta_checksum_ = Get64(h + 44);
+  // Counts come from the file: bound each by the file's size before any
+  // arithmetic on them can wrap.
+  if (ix->offset_count_ > size / 4 || ix->sample_count_ > size / format::kSampleBytes ||
+      ix->fence_count_ > size / format::kFenceBytes || ix->run_count_ > size / format::kRunBytes)
+    return Bad(ix->path_, 20, "counts exceed the file's size");
   ix->runs_at_ = format::kSegmentIndexHeaderBytes + ix->sample_count_ * format::kSampleBytes +
                  ix->fence_count_ * format::kFenceBytes;
   ix->offsets_at_ = ix->runs_at_ + ix->run_count_ * format::kRunBytes;
@@ -262,6 +273,7 @@ Status SegmentIndex::Find(uint64_t hash, std::vector<Run>* out) const {
     uint64_t mid = (lo + hi) / 2;
     if (Get64(fences + mid * format::kFenceBytes) < hash) lo = mid + 1; else hi = mid;
   }
+  uint64_t found = 0;
   for (uint64_t page = lo == 0 ? 0 : lo - 1; page < fence_count_; ++page) {
     if (Get64(fences + page * format::kFenceBytes) > hash) break;
     ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes runs, Page(page));
@@ -274,6 +286,9 @@ Status SegmentIndex::Find(uint64_t hash, std::vector<Run>* out) const {
       Run run;
       uint64_t file_offset = runs_at_ + (page * format::kRunsPerPage + i) * format::kRunBytes;
       ANNAL_RETURN_IF_ERROR(ReadOffsets(r, file_offset, &run));
+      // Runs own disjoint offsets: together they cannot hold more.
+      found += run.offsets.size();
+      if (found > offset_count_) return Bad(path_, file_offset, "runs claim more offsets than the file holds");
       out->push_back(std::move(run));
     }
   }
@@ -281,12 +296,16 @@ Status SegmentIndex::Find(uint64_t hash, std::vector<Run>* out) const {
 }
 
 Status SegmentIndex::ForEachRun(const std::function<Status(const Run&)>& fn) const {
+  uint64_t next_first = 0;  // runs lay their offsets out one after another
   for (uint64_t page = 0; page < fence_count_; ++page) {
     ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes runs, Page(page));
     for (uint64_t i = 0; i < runs->size() / format::kRunBytes; ++i) {
       Run run;
+      const uint8_t* r = runs->data() + i * format::kRunBytes;
       uint64_t file_offset = runs_at_ + (page * format::kRunsPerPage + i) * format::kRunBytes;
-      ANNAL_RETURN_IF_ERROR(ReadOffsets(runs->data() + i * format::kRunBytes, file_offset, &run));
+      if (Get32(r + 28) != next_first) return Bad(path_, file_offset, "run outside its place in the offsets");
+      ANNAL_RETURN_IF_ERROR(ReadOffsets(r, file_offset, &run));
+      next_first += run.offsets.size();
       ANNAL_RETURN_IF_ERROR(fn(run));
     }
   }

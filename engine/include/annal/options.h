@@ -42,12 +42,13 @@ struct Options {
 
   // Sealing: once a partition's active segment is full, a background
   // thread writes the segment's index file (always, sealing or not), then
-  // recompresses its batches with zstd into independently decodable blocks
-  // of about `seal_block_bytes` of log (whole batches; a larger batch is a
-  // block of its own) and replaces the segment file atomically. Appends
+  // recompresses its log with zstd into independently decodable blocks of
+  // `seal_block_bytes` (a read decompresses the blocks it touches: smaller
+  // blocks read faster and compress less) and replaces the segment file
+  // atomically. Appends
   // never wait for it. Off: full segments stay as written.
   bool seal_segments = true;
-  size_t seal_block_bytes = 64 * 1024;
+  size_t seal_block_bytes = 16 * 1024;
   int seal_zstd_level = 3;
   // Decompressed blocks of sealed segments (and their block maps and
   // segment indexes) kept in memory for hot reads, shared by all

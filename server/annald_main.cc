@@ -55,6 +55,10 @@ int main(int argc, char** argv) {
   options.segment_size_bytes = config->segment_size_mb * 1024 * 1024;
   options.checkpoint_interval_bytes = config->checkpoint_interval_mb * 1024 * 1024;
   options.checkpoint_interval_ms = config->checkpoint_interval_ms;
+  options.seal_segments = config->seal_segments;
+  options.seal_block_bytes = config->seal_block_kb * 1024;
+  options.seal_zstd_level = config->seal_zstd_level;
+  options.block_cache_bytes = config->block_cache_mb * 1024 * 1024;
   options.log = Log;
   auto store = annal::Store::Open(config->data_dir, options);
   if (!store.ok()) {

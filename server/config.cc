@@ -186,6 +186,14 @@ Result<ServerConfig> ParseConfig(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(1, 1 << 20));
   app.add_option("--checkpoint-interval-ms", c.checkpoint_interval_ms, "index checkpoint after this long with appends")
       ->capture_default_str()->check(CLI::Range(100, 86'400'000));
+  app.add_option("--seal-segments", c.seal_segments, "recompress full segments with zstd in the background")
+      ->capture_default_str();
+  app.add_option("--seal-block-kb", c.seal_block_kb, "log bytes per compressed block of a sealed segment, KiB")
+      ->capture_default_str()->check(CLI::Range(4, 16 * 1024));
+  app.add_option("--seal-zstd-level", c.seal_zstd_level, "zstd level for sealing")
+      ->capture_default_str()->check(CLI::Range(1, 19));
+  app.add_option("--block-cache-mb", c.block_cache_mb, "memory for decompressed blocks and index pages, MiB")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 20));
   app.add_option("--max-frame-bytes", c.max_frame_bytes, "largest frame accepted or sent")
       ->capture_default_str()->check(CLI::Range(protocol::kMinMaxFrameBytes, 256u << 20));
   app.add_option("--max-events-per-append", c.max_events_per_append, "events in one append")

@@ -27,6 +27,12 @@ struct ServerConfig {
   uint64_t segment_size_mb = 64;
   uint64_t checkpoint_interval_mb = 64;
   uint64_t checkpoint_interval_ms = 60'000;
+  // Sealing of full segments and the cache of decompressed blocks
+  // (annal::Options).
+  bool seal_segments = true;
+  uint64_t seal_block_kb = 16;
+  int seal_zstd_level = 3;
+  uint64_t block_cache_mb = 64;
   // Limits.
   uint32_t max_frame_bytes = protocol::kDefaultMaxFrameBytes;
   uint32_t max_events_per_append = 10'000;

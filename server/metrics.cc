@@ -107,12 +107,25 @@ std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store,
       {"annal_partition_bytes_on_disk", "Bytes of segment files.", "gauge", &PartitionStats::bytes_on_disk},
       {"annal_partition_segments", "Segment files in use.", "gauge", &PartitionStats::segments},
       {"annal_index_streams", "Streams in the in-memory index.", "gauge", &PartitionStats::streams},
+      {"annal_index_memory_bytes", "Memory of the stream table and unfinished segment indexes.", "gauge",
+       &PartitionStats::index_memory_bytes},
+      {"annal_sealed_segments", "Segments recompressed with zstd.", "gauge", &PartitionStats::sealed_segments},
+      {"annal_sealed_raw_bytes", "Log bytes held by sealed segments.", "gauge", &PartitionStats::sealed_raw_bytes},
+      {"annal_sealed_stored_bytes", "Bytes of sealed segment files.", "gauge", &PartitionStats::sealed_stored_bytes},
   };
   for (const PerPartition& f : kFields) {
     o << "# HELP " << f.name << ' ' << f.help << "\n# TYPE " << f.name << ' ' << f.type << '\n';
     for (const PartitionStats& p : store.partitions)
       o << f.name << "{partition=\"" << p.partition << "\"} " << p.*f.field << '\n';
   }
+  o << "# HELP annal_block_cache_bytes Decompressed blocks and index pages held.\n# TYPE annal_block_cache_bytes gauge\n"
+    << "annal_block_cache_bytes " << store.block_cache_bytes << '\n'
+    << "# HELP annal_block_cache_hits_total Block cache lookups served from memory.\n"
+       "# TYPE annal_block_cache_hits_total counter\n"
+    << "annal_block_cache_hits_total " << store.block_cache_hits << '\n'
+    << "# HELP annal_block_cache_misses_total Block cache lookups that read and decompressed.\n"
+       "# TYPE annal_block_cache_misses_total counter\n"
+    << "annal_block_cache_misses_total " << store.block_cache_misses << '\n';
   o << "# HELP annal_partition_fail_stopped 1 when the partition stopped after a failed write.\n"
        "# TYPE annal_partition_fail_stopped gauge\n";
   for (const PartitionStats& p : store.partitions)

@@ -91,6 +91,11 @@ TEST(ServerTest, MetricsEndpointServesPrometheusText) {
   EXPECT_NE(page.find("annal_sync_latency_seconds_bucket{partition=\"0\",le=\"+Inf\"}"), std::string::npos);
   EXPECT_NE(page.find("annal_index_streams{partition=\"0\"} 2"), std::string::npos);
   EXPECT_NE(page.find("annal_partition_fail_stopped{partition=\"0\"} 0"), std::string::npos);
+  // Two streams: the stream table holds at least two 40-byte slots.
+  EXPECT_NE(page.find("annal_index_memory_bytes{partition=\"0\"} "), std::string::npos);
+  EXPECT_EQ(page.find("annal_index_memory_bytes{partition=\"0\"} 0\n"), std::string::npos) << page;
+  EXPECT_NE(page.find("annal_sealed_segments{partition=\"0\"} 0\n"), std::string::npos);
+  EXPECT_NE(page.find("\nannal_block_cache_hits_total "), std::string::npos);
   EXPECT_NE(page.find("annal_durable_head_position 5"), std::string::npos);
   EXPECT_NE(HttpGet((*server)->metrics_port(), "/other").find("404 Not Found"), std::string::npos);
   ::close(fd);

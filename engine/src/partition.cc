@@ -17,6 +17,11 @@ using format::kBatchTrailerBytes;
 using format::kNoLocation;
 using format::kSegmentHeaderBytes;
 
+// A stream read whose first version is at most this many versions below
+// where it starts (the head) follows back-pointers rather than segment
+// indexes: it reads those records' headers instead of one index lookup per
+// segment they lie in.
+constexpr uint64_t kBackPointerWalkEvents = 256;
 // Direct writes start, end and sit in memory on this alignment.
 constexpr size_t kDirectIoAlignment = 4096;
 // How far ahead of its scan recovery asks the kernel to read.
@@ -1033,11 +1038,30 @@ Result<std::vector<RecordedEvent>> Partition::ReadStream(std::string_view stream
       start_location = c.location();
     }
   }
+  std::vector<RecordedEvent> out;
+  out.reserve(last_kept - first_kept + 1);
+  std::vector<uint8_t> buf;
+  if (start_version - first_kept < kBackPointerWalkEvents) {
+    // Near the start (the head, typically: "the last N events"), the
+    // records' back-pointers lead to every version without an index
+    // lookup per segment; the records are read anyway.
+    uint64_t location = start_location;
+    for (uint64_t v = start_version;; --v) {
+      format::RecordView r;
+      bool keep = v <= last_kept;
+      ANNAL_RETURN_IF_ERROR(ReadRecordAt(location, keep, &buf, &r));
+      if (r.version != v || r.stream != stream)
+        return Status::Corruption("stream '" + std::string(stream) + "': back-pointer chain broken at version " +
+                                  std::to_string(v));
+      if (keep) out.push_back(format::ToRecordedEvent(r));
+      if (v == first_kept) break;
+      location = r.prev_location;
+    }
+    if (direction == ReadDirection::kForward) std::reverse(out.begin(), out.end());
+    return out;
+  }
   ANNAL_ASSIGN_OR_RETURN(std::vector<uint64_t> locations,
                          Locate(hash, start_version, start_location, first_kept, last_kept));
-  std::vector<RecordedEvent> out;
-  out.reserve(locations.size());
-  std::vector<uint8_t> buf;
   for (size_t i = 0; i < locations.size(); ++i) {
     format::RecordView r;
     ANNAL_RETURN_IF_ERROR(ReadRecordAt(locations[i], true, &buf, &r));

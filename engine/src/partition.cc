@@ -973,14 +973,11 @@ Result<Run> Partition::RunAt(uint64_t hash, uint64_t location, uint64_t min_vers
     }
     ANNAL_RETURN_IF_ERROR(found);
     for (Run& run : runs) {
-      auto at = std::lower_bound(run.offsets.begin(), run.offsets.end(), offset);
-      if (at == run.offsets.end() || *at != offset) continue;
-      size_t k = static_cast<size_t>(at - run.offsets.begin());
-      size_t from = min_version > run.first_version ? static_cast<size_t>(min_version - run.first_version) : 0;
-      from = std::min(from, k);
-      run.offsets.erase(run.offsets.begin() + static_cast<ptrdiff_t>(k) + 1, run.offsets.end());
-      run.offsets.erase(run.offsets.begin(), run.offsets.begin() + static_cast<ptrdiff_t>(from));
-      run.first_version += from;
+      std::optional<RunCut> cut = CutRunAt(run, offset, min_version);
+      if (!cut) continue;
+      run.offsets.erase(run.offsets.begin() + static_cast<ptrdiff_t>(cut->to) + 1, run.offsets.end());
+      run.offsets.erase(run.offsets.begin(), run.offsets.begin() + static_cast<ptrdiff_t>(cut->from));
+      run.first_version += cut->from;
       return std::move(run);
     }
   }

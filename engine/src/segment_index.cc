@@ -57,19 +57,26 @@ void SegmentIndexBuilder::Find(uint64_t hash, std::vector<Run>* out) const {
   for (; it != end; ++it) out->push_back(runs_[it->second]);
 }
 
+std::optional<RunCut> CutRunAt(const Run& run, uint32_t offset, uint64_t min_version) {
+  auto at = std::lower_bound(run.offsets.begin(), run.offsets.end(), offset);
+  if (at == run.offsets.end() || *at != offset) return std::nullopt;
+  size_t to = static_cast<size_t>(at - run.offsets.begin());
+  size_t from = min_version > run.first_version ? static_cast<size_t>(min_version - run.first_version) : 0;
+  return RunCut{std::min(from, to), to};
+}
+
 bool SegmentIndexBuilder::FindAt(uint64_t hash, uint32_t offset, uint64_t min_version, Run* out) const {
   auto [it, end] = by_hash_.equal_range(hash);
   for (; it != end; ++it) {
     const Run& run = runs_[it->second];
-    auto at = std::lower_bound(run.offsets.begin(), run.offsets.end(), offset);
-    if (at == run.offsets.end() || *at != offset) continue;
-    size_t k = static_cast<size_t>(at - run.offsets.begin());
-    size_t from = min_version > run.first_version ? static_cast<size_t>(min_version - run.first_version) : 0;
-    from = std::min(from, k);
+    std::optional<RunCut> cut = CutRunAt(run, offset, min_version);
+    if (!cut) continue;
+    // Copies only the cut: a hot stream's run holds most of a segment.
     out->hash = hash;
-    out->first_version = run.first_version + from;
+    out->first_version = run.first_version + cut->from;
     out->prev_location = run.prev_location;
-    out->offsets.assign(run.offsets.begin() + static_cast<ptrdiff_t>(from), at + 1);
+    out->offsets.assign(run.offsets.begin() + static_cast<ptrdiff_t>(cut->from),
+                        run.offsets.begin() + static_cast<ptrdiff_t>(cut->to) + 1);
     return true;
   }
   return false;

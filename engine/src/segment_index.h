@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -80,6 +81,15 @@ struct Run {
 
   uint64_t last_version() const { return first_version + offsets.size() - 1; }
 };
+
+// Where, in a run's offsets, the event at `offset` lies, and from where its
+// versions reach `min_version`: the run cut to those versions is
+// offsets[from, to] with first version first_version + from. Nothing when
+// the run does not hold `offset`.
+struct RunCut {
+  size_t from = 0, to = 0;
+};
+std::optional<RunCut> CutRunAt(const Run& run, uint32_t offset, uint64_t min_version);
 
 class SegmentIndexBuilder {
  public:

@@ -221,17 +221,22 @@ class Table {
 
 // ---------------------------------------------------------------- opening
 
+// Stats `path` into `st`, or says why it cannot (`what`: "directory",
+// "file") and returns the exit status.
+int StatPath(const std::string& path, const char* what, struct stat* st) {
+  if (::stat(path.c_str(), st) == 0) return kOk;
+  if (errno == ENOENT || errno == ENOTDIR) {
+    Say(path + ": no such " + what);
+    return kUsage;
+  }
+  return Report(Status::FromErrno(errno, "stat " + path));
+}
+
 // Reads DIR's manifest into `m`, or says why DIR is not a data directory
 // and returns the exit status.
 int LoadDataDir(const std::string& dir, format::Manifest* m) {
   struct stat st;
-  if (::stat(dir.c_str(), &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) {
-      Say(dir + ": no such directory");
-      return kUsage;
-    }
-    return Report(Status::FromErrno(errno, "stat " + dir));
-  }
+  if (int status = StatPath(dir, "directory", &st); status != kOk) return status;
   if (!S_ISDIR(st.st_mode)) {
     Say(dir + " is not a directory; a data directory was expected");
     return kUsage;
@@ -250,13 +255,7 @@ int LoadDataDir(const std::string& dir, format::Manifest* m) {
 // says why it cannot and returns the exit status.
 int LoadSegmentPath(const std::string& file, inspect::SegmentLocation* loc, format::Manifest* m) {
   struct stat st;
-  if (::stat(file.c_str(), &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) {
-      Say(file + ": no such file");
-      return kUsage;
-    }
-    return Report(Status::FromErrno(errno, "stat " + file));
-  }
+  if (int status = StatPath(file, "file", &st); status != kOk) return status;
   if (!S_ISREG(st.st_mode) || !inspect::ParseSegmentPath(file, loc)) {
     Say(file + " is not a segment file (DIR/partition-NNN/segment-NNNNNNNN.log)");
     return kUsage;

@@ -314,15 +314,6 @@ Status SealedSegment::Read(uint64_t offset, size_t len, uint8_t* out) const {
   return Status::Ok();
 }
 
-Result<bool> IsSealedFile(const std::string& path) {
-  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::Open(path, O_RDONLY));
-  ANNAL_ASSIGN_OR_RETURN(uint64_t size, fs::FileSize(fd.get(), path));
-  char magic[sizeof format::kSealedMagic];
-  if (size < sizeof magic) return false;
-  ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd.get(), magic, sizeof magic, 0, path));
-  return std::memcmp(magic, format::kSealedMagic, sizeof magic) == 0;
-}
-
 // --- sealing
 
 namespace {

@@ -134,9 +134,6 @@ class SealedSegment {
   uint32_t block_count_ = 0;
 };
 
-// True when the file at `path` starts with a sealed header's magic.
-Result<bool> IsSealedFile(const std::string& path);
-
 // Seals `segment` (unsealed, holding batches in [64, data_end)) in `dir`:
 // verifies and compresses every batch, writes `<segment path>.tmp`, fsyncs
 // it, renames it over the segment and fsyncs `dir`. On any failure the

@@ -10,7 +10,8 @@
 // not.
 //
 // Each input is tried twice: as given, and with every checksum it carries
-// (header, each block's, block map, footer) recomputed where the footer
+// (header, each block's, each map page's and the page table's, footer)
+// recomputed where the footer
 // places it inside the input, so the fuzzer gets past checksums it cannot
 // forge.
 //
@@ -98,6 +99,10 @@ void CheckBlocks(const SealedSegment& s, const std::vector<BlockEntry>& blocks) 
   }
   ANNAL_ASSERT(next == s.data_end());
   for (uint32_t i = 0; i < blocks.size() && i < kMaxBlocks; ++i) {
+    // One entry, from its page, is the map's entry.
+    auto entry = s.Entry(i);
+    ANNAL_ASSERT(entry.ok() && entry->logical_offset == blocks[i].logical_offset &&
+                 entry->checksum == blocks[i].checksum);
     auto raw = s.Block(i);
     if (raw.ok()) ANNAL_ASSERT((*raw)->size() == blocks[i].raw_length);
   }
@@ -139,8 +144,10 @@ void Check(std::string_view bytes) {
 }
 
 // Recomputes, innermost first, the checksums of `s` that its footer places
-// inside it: each block's stored bytes (in its map entry), the block map
-// (in the footer), the footer's own, and the header's.
+// inside it: each block's stored bytes (in its map entry), each map page's
+// (in its row of the page table; version 2) and the table's (in the
+// footer), or the whole map's (in the footer; version 1), the footer's own,
+// and the header's.
 void FixChecksums(std::string* s) {
   auto* p = reinterpret_cast<uint8_t*>(s->data());
   const uint64_t size = s->size();
@@ -156,7 +163,20 @@ void FixChecksums(std::string* s) {
       if (file_offset <= size && stored <= size - file_offset)
         Put64(e + 40, format::Checksum(p + file_offset, stored));
     }
-    Put64(footer + 48, format::Checksum(p + map_offset, block_count * kBlockEntryBytes));
+    const uint64_t map_bytes = block_count * kBlockEntryBytes;
+    const uint64_t pages = (block_count + format::kMapPageEntries - 1) / format::kMapPageEntries;
+    const uint64_t table_at = map_offset + map_bytes;
+    if (Get32(footer + 8) == 1) {
+      Put64(footer + 48, format::Checksum(p + map_offset, map_bytes));
+    } else if (pages <= (footer_at - table_at) / format::kMapPageRowBytes) {
+      for (uint64_t page = 0; page < pages; ++page) {
+        const uint64_t first = page * format::kMapPageEntries;
+        const uint64_t count = std::min<uint64_t>(format::kMapPageEntries, block_count - first);
+        Put64(p + table_at + page * format::kMapPageRowBytes + 8,
+              format::Checksum(p + map_offset + first * kBlockEntryBytes, count * kBlockEntryBytes));
+      }
+      Put64(footer + 48, format::Checksum(p + table_at, pages * format::kMapPageRowBytes));
+    }
   }
   Put64(footer + 56, format::Checksum(footer, 56));
 }

@@ -294,6 +294,22 @@ std::string Sealed(const std::vector<Bytes>& batches, size_t block_bytes) {
   return std::move(*bytes);
 }
 
+// `v2` as the version 1 layout, which readers still accept: no page
+// table, the footer's map checksum over the whole map.
+std::string AsVersion1(const std::string& v2) {
+  const auto* p = reinterpret_cast<const uint8_t*>(v2.data());
+  const size_t footer_at = v2.size() - format::kSealedFooterBytes;
+  const uint32_t blocks = format::Get32(p + footer_at + 12);
+  const uint64_t map_offset = format::Get64(p + footer_at + 16);
+  const size_t table_at = map_offset + size_t{blocks} * format::kBlockEntryBytes;
+  std::string footer = v2.substr(footer_at);
+  auto* f = reinterpret_cast<uint8_t*>(footer.data());
+  format::Put32(f + 8, 1);
+  format::Put64(f + 48, format::Checksum(p + map_offset, size_t{blocks} * format::kBlockEntryBytes));
+  format::Put64(f + 56, format::Checksum(f, 56));
+  return v2.substr(0, table_at) + footer;
+}
+
 void SealedSeeds(const std::filesystem::path& dir) {
   auto write = [&](const std::string& name, const std::string& data) {
     WriteSeed(dir, name, data.data(), data.size());
@@ -312,6 +328,16 @@ void SealedSeeds(const std::filesystem::path& dir) {
   write("seed-one-block", Sealed(batches, 64 * 1024));
   // Blocks of about one batch each.
   write("seed-several-blocks", Sealed(batches, 256));
+  write("seed-version-1", AsVersion1(Sealed(batches, 256)));
+  // More blocks than one map page holds.
+  std::vector<Bytes> many = batches;
+  for (int i = 0; i < 60; ++i, ++position)
+    many.push_back(Batch({Record("account-" + std::to_string(i % 7), "Deposited", "",
+                                 R"({"amount":)" + std::to_string(i * 37) + R"(,"note":"a deposit of )" +
+                                     std::to_string(i) + R"( with some padding to fill blocks"})",
+                                 0, position)},
+                         0));
+  write("seed-map-pages", Sealed(many, 128));
 
   // A batch larger than a block is a block alone.
   std::string big(3000, 'x');

@@ -384,28 +384,187 @@ TEST_F(SealedTest, DamagedBlockMapFailsOnFirstUse) {
             StatusCode::kCorruption);
 }
 
+// Where a sealed file's map, page table and footer lie (sealed.h).
+struct MapLayout {
+  uint64_t footer_at, map_offset, table_offset;
+  uint32_t blocks, pages;
+};
+
+MapLayout LayoutOf(const std::string& bytes) {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  MapLayout m;
+  m.footer_at = bytes.size() - format::kSealedFooterBytes;
+  m.map_offset = format::Get64(p + m.footer_at + 16);
+  m.blocks = format::Get32(p + m.footer_at + 12);
+  m.pages = (m.blocks + format::kMapPageEntries - 1) / format::kMapPageEntries;
+  m.table_offset = m.map_offset + uint64_t{m.blocks} * format::kBlockEntryBytes;
+  return m;
+}
+
+// Makes every checksum over the map agree with its (edited) entries again:
+// each page row's, the table's in the footer, and the footer's own.
+void RechecksumMap(std::string* bytes) {
+  auto* p = reinterpret_cast<uint8_t*>(bytes->data());
+  const MapLayout m = LayoutOf(*bytes);
+  for (uint32_t page = 0; page < m.pages; ++page) {
+    const uint32_t first = page * format::kMapPageEntries;
+    const uint32_t count = std::min(format::kMapPageEntries, m.blocks - first);
+    format::Put64(p + m.table_offset + page * format::kMapPageRowBytes + 8,
+                  format::Checksum(p + m.map_offset + size_t{first} * format::kBlockEntryBytes,
+                                   size_t{count} * format::kBlockEntryBytes));
+  }
+  format::Put64(p + m.footer_at + 48,
+                format::Checksum(p + m.table_offset, size_t{m.pages} * format::kMapPageRowBytes));
+  format::Put64(p + m.footer_at + 56, format::Checksum(p + m.footer_at, 56));
+}
+
 TEST_F(SealedTest, BlockMapWithAGapFailsEvenWithAValidChecksum) {
   ASSERT_TRUE(Seal(SmallBlocks()).ok());
   std::string bytes = ReadFile(Path());
-  auto* p = reinterpret_cast<uint8_t*>(bytes.data());
-  const uint64_t footer_at = bytes.size() - format::kSealedFooterBytes;
-  const uint64_t map_offset = format::Get64(p + footer_at + 16);
-  const uint32_t count = format::Get32(p + footer_at + 12);
-  // Entry 1 starts one byte late; map and footer checksums made to match.
-  uint8_t* entry = p + map_offset + format::kBlockEntryBytes;
+  const MapLayout m = LayoutOf(bytes);
+  // Entry 1 starts one byte late; page, table and footer checksums made to
+  // match.
+  uint8_t* entry = reinterpret_cast<uint8_t*>(bytes.data()) + m.map_offset + format::kBlockEntryBytes;
   format::Put32(entry, format::Get32(entry) + 1);
-  format::Put64(p + footer_at + 48,
-                format::Checksum(p + map_offset, size_t{count} * format::kBlockEntryBytes));
-  format::Put64(p + footer_at + 56, format::Checksum(p + footer_at, 56));
+  RechecksumMap(&bytes);
   WriteFile(Path(), bytes);
 
   auto seg = Open(&cache_);
   ASSERT_TRUE(seg.ok()) << seg.status().ToString();
   auto blocks = (*seg)->sealed->Blocks();
   EXPECT_EQ(blocks.status().code(), StatusCode::kCorruption);
-  EXPECT_TRUE(Contains(blocks.status(), Path() + " at offset " + std::to_string(map_offset)))
+  const uint64_t entry_at = m.map_offset + format::kBlockEntryBytes;
+  EXPECT_TRUE(Contains(blocks.status(), Path() + " at offset " + std::to_string(entry_at)))
       << blocks.status().ToString();
   EXPECT_TRUE(Contains(blocks.status(), "entry 1")) << blocks.status().ToString();
+}
+
+// A read loads the one map page it needs, not the whole map: what made
+// reads of streams spread over many segments slow while maps were loaded
+// whole (about 200 KiB each, evicted by the blocks themselves).
+TEST_F(SealedTest, ReadLoadsOneMapPage) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  const MapLayout m = LayoutOf(ReadFile(Path()));
+  ASSERT_GE(m.pages, 3u) << "the fixture should need several map pages";
+  BlockCache cache(64 << 20);
+  auto seg = Open(&cache);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  const SealedSegment& sealed = *(*seg)->sealed;
+  EXPECT_EQ(cache.GetStats().bytes, 0u);  // nothing is read at open
+
+  // A range inside block 2 * 64 + 5, in page 2.
+  const uint64_t offset = format::kSegmentHeaderBytes + (2 * 64 + 5) * kBlockBytes + 100;
+  ExpectReadMatches(sealed, offset, 200);
+  const BlockCache::Stats st = cache.GetStats();
+  EXPECT_EQ(st.entries, 3u);  // table, page, block
+  // Each entry is charged 128 bytes on top of its own (block_cache.cc).
+  EXPECT_EQ(st.bytes,
+            m.pages * format::kMapPageRowBytes + 64 * format::kBlockEntryBytes + kBlockBytes + 3 * 128);
+  auto entry = sealed.Entry(2 * 64 + 5);
+  ASSERT_TRUE(entry.ok()) << entry.status().ToString();
+  EXPECT_EQ(entry->logical_offset, format::kSegmentHeaderBytes + (2 * 64 + 5) * kBlockBytes);
+  EXPECT_EQ(cache.GetStats().entries, 3u);
+}
+
+// Damage in one map page fails the reads that need that page, naming the
+// file and the page's offset; the other pages' blocks stay readable.
+TEST_F(SealedTest, DamagedMapPageLeavesOtherPagesReadable) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  const MapLayout m = LayoutOf(ReadFile(Path()));
+  ASSERT_GE(m.pages, 3u);
+  const uint64_t page1_at = m.map_offset + 64 * format::kBlockEntryBytes;
+  FlipByte(Path(), page1_at + 5 * format::kBlockEntryBytes + 9);
+
+  auto seg = Open(&cache_);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  const SealedSegment& sealed = *(*seg)->sealed;
+  const uint64_t page0 = format::kSegmentHeaderBytes + 10 * kBlockBytes;
+  const uint64_t page1 = format::kSegmentHeaderBytes + 70 * kBlockBytes;
+  const uint64_t page2 = format::kSegmentHeaderBytes + 130 * kBlockBytes;
+  ExpectReadMatches(sealed, page0, 500);
+  ExpectReadMatches(sealed, page2, 500);
+  std::string buf(500, '\0');
+  Status s = sealed.Read(page1, buf.size(), reinterpret_cast<uint8_t*>(buf.data()));
+  EXPECT_EQ(s.code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(s, Path() + " at offset " + std::to_string(page1_at))) << s.ToString();
+  EXPECT_TRUE(Contains(s, "block map page 1")) << s.ToString();
+  // A read from page 0 running into page 1 fails too.
+  const uint64_t across = format::kSegmentHeaderBytes + 64 * kBlockBytes - 10;
+  EXPECT_EQ(sealed.Read(across, 20, reinterpret_cast<uint8_t*>(buf.data())).code(),
+            StatusCode::kCorruption);
+  EXPECT_EQ(sealed.Blocks().status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(sealed.Entry(64).status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(sealed.Entry(63).ok());
+}
+
+TEST_F(SealedTest, DamagedPageTableFailsOnFirstUse) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  const MapLayout m = LayoutOf(ReadFile(Path()));
+  FlipByte(Path(), m.table_offset + format::kMapPageRowBytes + 1);
+  auto seg = Open(&cache_);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  uint8_t buf[8];
+  Status s = (*seg)->sealed->Read(format::kSegmentHeaderBytes, sizeof buf, buf);
+  EXPECT_EQ(s.code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(s, Path() + " at offset " + std::to_string(m.table_offset))) << s.ToString();
+  EXPECT_TRUE(Contains(s, "page table")) << s.ToString();
+}
+
+// Rows whose checksum matches but whose ranges do not follow each other.
+TEST_F(SealedTest, PageTableWithAGapFailsEvenWithAValidChecksum) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  std::string bytes = ReadFile(Path());
+  const MapLayout m = LayoutOf(bytes);
+  auto* p = reinterpret_cast<uint8_t*>(bytes.data());
+  uint8_t* row1 = p + m.table_offset + format::kMapPageRowBytes;
+  format::Put32(row1, format::Get32(row1) + 1);  // page 1 starts a byte late
+  format::Put64(p + m.footer_at + 48,
+                format::Checksum(p + m.table_offset, size_t{m.pages} * format::kMapPageRowBytes));
+  format::Put64(p + m.footer_at + 56, format::Checksum(p + m.footer_at, 56));
+  WriteFile(Path(), bytes);
+  auto seg = Open(&cache_);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  auto blocks = (*seg)->sealed->Blocks();
+  EXPECT_EQ(blocks.status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(blocks.status(), "block map page 1")) << blocks.status().ToString();
+}
+
+// Files sealed before the map had pages (version 1: no page table, the
+// footer's checksum over the whole map) still open and read.
+TEST_F(SealedTest, Version1FilesStillRead) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  std::vector<BlockEntry> v2_blocks;
+  ASSERT_NE(OpenSealed(&cache_, &v2_blocks), nullptr);
+  std::string bytes = ReadFile(Path());
+  const MapLayout m = LayoutOf(bytes);
+  std::string footer = bytes.substr(m.footer_at);
+  auto* f = reinterpret_cast<uint8_t*>(footer.data());
+  format::Put32(f + 8, 1);
+  format::Put64(f + 48, format::Checksum(reinterpret_cast<const uint8_t*>(bytes.data()) + m.map_offset,
+                                         size_t{m.blocks} * format::kBlockEntryBytes));
+  format::Put64(f + 56, format::Checksum(f, 56));
+  WriteFile(Path(), bytes.substr(0, m.table_offset) + footer);
+
+  BlockCache cache(64 << 20);
+  std::vector<BlockEntry> v1_blocks;
+  auto sealed = OpenSealed(&cache, &v1_blocks);
+  ASSERT_NE(sealed, nullptr);
+  ASSERT_EQ(v1_blocks.size(), v2_blocks.size());
+  for (size_t i = 0; i < v1_blocks.size(); ++i) {
+    EXPECT_EQ(v1_blocks[i].logical_offset, v2_blocks[i].logical_offset) << i;
+    EXPECT_EQ(v1_blocks[i].checksum, v2_blocks[i].checksum) << i;
+  }
+  for (uint64_t at = format::kSegmentHeaderBytes; at < DataEnd(); at += 7777)
+    ExpectReadMatches(*sealed, at, static_cast<size_t>(std::min<uint64_t>(3000, DataEnd() - at)));
+  // A damaged version 1 map is still caught.
+  FlipByte(Path(), m.map_offset + 3);
+  BlockCache fresh(64 << 20);
+  auto damaged = Open(&fresh);
+  ASSERT_TRUE(damaged.ok()) << damaged.status().ToString();
+  uint8_t buf[8];
+  Status s = (*damaged)->sealed->Read(format::kSegmentHeaderBytes, sizeof buf, buf);
+  EXPECT_EQ(s.code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(s, Path() + " at offset " + std::to_string(m.map_offset))) << s.ToString();
 }
 
 TEST_F(SealedTest, SmallCacheEvictsAndReadsStayCorrect) {

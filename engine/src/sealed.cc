@@ -25,8 +25,14 @@ using format::Put64;
 
 namespace {
 
-// The block map's cache key; blocks use their index (< 2^32).
-constexpr uint64_t kMapCacheKey = ~0ull;
+// Cache keys: blocks use their index (< 2^32), map pages 2^32 + their
+// index, the page table the largest key.
+constexpr uint64_t kPageCacheKey = uint64_t{1} << 32;
+constexpr uint64_t kTableCacheKey = ~0ull;
+
+// Byte offsets inside a page table row (sealed.h).
+constexpr size_t kRowFirstOffset = 0, kRowEndOffset = 4, kRowChecksum = 8;
+static_assert(kRowChecksum + 8 == format::kMapPageRowBytes);
 
 // Byte offsets inside a block entry (sealed.h).
 constexpr size_t kEntryLogicalOffset = 0, kEntryRawLength = 4, kEntryFileOffset = 8,
@@ -41,6 +47,7 @@ static_assert(kFooterChecksum + 8 == kSealedFooterBytes);
 static_assert(sizeof format::kSealedMagic == 8 && sizeof format::kSealedFooterMagic == 8);
 
 struct Footer {
+  uint32_t version = 0;
   uint32_t block_count = 0;
   uint64_t map_offset = 0, data_end = 0, first_position = 0, last_position = 0, map_checksum = 0;
 };
@@ -80,7 +87,7 @@ BlockEntry DecodeEntry(const uint8_t* in) {
 
 void EncodeFooter(const Footer& f, uint8_t out[kSealedFooterBytes]) {
   std::memcpy(out, format::kSealedFooterMagic, 8);
-  Put32(out + kFooterVersion, format::kSealedVersion);
+  Put32(out + kFooterVersion, f.version);
   Put32(out + kFooterBlockCount, f.block_count);
   Put64(out + kFooterMapOffset, f.map_offset);
   Put64(out + kFooterDataEnd, f.data_end);
@@ -97,13 +104,13 @@ Result<Footer> DecodeFooter(const uint8_t in[kSealedFooterBytes], const std::str
     return CorruptAt(path, at, "not a sealed segment's footer (bad magic)");
   if (Get64(in + kFooterChecksum) != format::Checksum(in, kFooterChecksum))
     return CorruptAt(path, at, "sealed segment footer checksum mismatch");
-  uint32_t version = Get32(in + kFooterVersion);
-  if (version != format::kSealedVersion)
-    return CorruptAt(path, at,
-                     "sealed format version " + std::to_string(version) +
-                         " is not supported (this build reads version " +
-                         std::to_string(format::kSealedVersion) + ")");
   Footer f;
+  f.version = Get32(in + kFooterVersion);
+  if (f.version != 1 && f.version != format::kSealedVersion)
+    return CorruptAt(path, at,
+                     "sealed format version " + std::to_string(f.version) +
+                         " is not supported (this build reads versions 1 and " +
+                         std::to_string(format::kSealedVersion) + ")");
   f.block_count = Get32(in + kFooterBlockCount);
   f.map_offset = Get64(in + kFooterMapOffset);
   f.data_end = Get64(in + kFooterDataEnd);
@@ -128,28 +135,55 @@ std::string EntryProblem(const BlockEntry& e, uint64_t next, uint64_t data_end,
   return "";
 }
 
-// Reads the block map and checks it against the footer: its checksum, and
-// blocks that cover [64, data_end) one after another.
-Result<BlockCache::Bytes> LoadBlockMap(const std::string& path, int fd, uint64_t map_offset,
-                                       uint32_t block_count, uint64_t map_checksum,
-                                       uint64_t data_end) {
-  auto map = std::make_shared<std::vector<uint8_t>>(size_t{block_count} * kBlockEntryBytes);
-  ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd, map->data(), map->size(), map_offset, path));
-  if (format::Checksum(map->data(), map->size()) != map_checksum)
-    return CorruptAt(path, map_offset, "block map fails its checksum");
-  uint64_t next = kSegmentHeaderBytes;
-  for (uint32_t i = 0; i < block_count; ++i) {
-    BlockEntry e = DecodeEntry(map->data() + size_t{i} * kBlockEntryBytes);
-    std::string why = EntryProblem(e, next, data_end, map_offset);
-    if (!why.empty())
-      return CorruptAt(path, map_offset, "block map entry " + std::to_string(i) + " " + why);
-    next += e.raw_length;
+// Map pages and the page table. Entry i of the map lies in page
+// i / page_entries; the table has one row per page: the log range
+// [first, end) its blocks cover and the checksum of its entries. A version 1
+// file has no table: its map is one page, the footer's map checksum its
+// checksum, and the reader makes up the one row.
+struct PageRow {
+  uint32_t first = 0, end = 0;
+  uint64_t checksum = 0;
+};
+
+PageRow DecodeRow(const uint8_t* in) {
+  return PageRow{Get32(in + kRowFirstOffset), Get32(in + kRowEndOffset), Get64(in + kRowChecksum)};
+}
+
+void EncodeRow(const PageRow& r, uint8_t* out) {
+  Put32(out + kRowFirstOffset, r.first);
+  Put32(out + kRowEndOffset, r.end);
+  Put64(out + kRowChecksum, r.checksum);
+}
+
+// The page holding log offset `offset` in a verified table: the last row
+// starting at or before it.
+uint32_t FindRow(const std::vector<uint8_t>& table, uint64_t offset) {
+  const auto rows = static_cast<uint32_t>(table.size() / format::kMapPageRowBytes);
+  uint32_t lo = 0, hi = rows;  // the first row starting past `offset` is in [lo, hi]
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (Get32(table.data() + size_t{mid} * format::kMapPageRowBytes + kRowFirstOffset) <= offset)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
-  if (next != data_end)
-    return CorruptAt(path, map_offset,
-                     "block map covers the log up to offset " + std::to_string(next) +
-                         ", not up to its data end " + std::to_string(data_end));
-  return BlockCache::Bytes(std::move(map));
+  ANNAL_ASSERT(lo >= 1);  // row 0 starts at 64, at or before every readable offset
+  return lo - 1;
+}
+
+// The entry holding log offset `offset` among the `count` verified entries
+// at `entries`, which cover it.
+uint32_t FindEntry(const uint8_t* entries, uint32_t count, uint64_t offset) {
+  uint32_t lo = 0, hi = count;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (Get32(entries + size_t{mid} * kBlockEntryBytes + kEntryLogicalOffset) <= offset)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  ANNAL_ASSERT(lo >= 1);
+  return lo - 1;
 }
 
 struct ZstdFree {
@@ -187,28 +221,14 @@ Result<BlockCache::Bytes> LoadBlock(const std::string& path, int fd, const Block
   return BlockCache::Bytes(std::move(raw));
 }
 
-// The index of the block holding log offset `offset` in a verified map.
-uint32_t FindBlock(const std::vector<uint8_t>& map, uint64_t offset) {
-  size_t lo = 0, hi = map.size() / kBlockEntryBytes;
-  // The first entry starting past `offset` is in [lo, hi].
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (Get32(map.data() + mid * kBlockEntryBytes + kEntryLogicalOffset) <= offset)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  ANNAL_ASSERT(lo >= 1);  // block 0 starts at 64, at or before every readable offset
-  return static_cast<uint32_t>(lo - 1);
-}
-
 }  // namespace
 
 // --- reading
 //
-// A SealedSegment keeps only its footer's fields. The block map lives in
-// the cache as its raw bytes, checked once when loaded and searched in
-// place, so what sealed segments hold in memory is bounded by the cache.
+// A SealedSegment keeps only its footer's fields. The page table and the
+// map pages live in the cache as their raw bytes, each checked once when
+// loaded and searched in place, so what sealed segments hold in memory is
+// bounded by the cache, and a read loads only the one page it needs.
 
 Result<std::shared_ptr<SealedSegment>> SealedSegment::Open(const std::string& path,
                                                            const format::SegmentHeader& expected,
@@ -236,8 +256,14 @@ Result<std::shared_ptr<SealedSegment>> SealedSegment::Open(const std::string& pa
   uint8_t fb[kSealedFooterBytes];
   ANNAL_RETURN_IF_ERROR(fs::PreadExact(s->fd_.get(), fb, sizeof fb, footer_at, path));
   ANNAL_ASSIGN_OR_RETURN(Footer f, DecodeFooter(fb, path, footer_at));
+  // Version 1: the map is one page and there is no table.
+  const uint32_t page_entries =
+      f.version == 1 ? std::max<uint32_t>(f.block_count, 1) : format::kMapPageEntries;
+  const uint32_t pages = (f.block_count + page_entries - 1) / page_entries;
+  const uint64_t map_bytes = uint64_t{f.block_count} * kBlockEntryBytes;
+  const uint64_t table_bytes = f.version == 1 ? 0 : uint64_t{pages} * format::kMapPageRowBytes;
   if (f.map_offset < kSegmentHeaderBytes || f.map_offset > footer_at ||
-      footer_at - f.map_offset != uint64_t{f.block_count} * kBlockEntryBytes)
+      footer_at - f.map_offset != map_bytes + table_bytes)
     return CorruptAt(path, footer_at,
                      "the footer's block map (offset " + std::to_string(f.map_offset) + ", " +
                          std::to_string(f.block_count) +
@@ -248,12 +274,19 @@ Result<std::shared_ptr<SealedSegment>> SealedSegment::Open(const std::string& pa
         "the footer's data end " + std::to_string(f.data_end) + " lies outside the segment");
   if (f.block_count > 0 && f.first_position > f.last_position)
     return CorruptAt(path, footer_at, "the footer's first position is past its last");
+  if ((f.block_count == 0) != (f.data_end == kSegmentHeaderBytes))
+    return CorruptAt(path, footer_at,
+                     std::to_string(f.block_count) + " blocks cannot hold the log up to " +
+                         std::to_string(f.data_end));
+  s->version_ = f.version;
   s->data_end_ = f.data_end;
   s->first_position_ = f.first_position;
   s->last_position_ = f.last_position;
   s->map_offset_ = f.map_offset;
   s->map_checksum_ = f.map_checksum;
   s->block_count_ = f.block_count;
+  s->page_entries_ = page_entries;
+  s->pages_ = pages;
   s->stored_bytes_ = size;
   s->cache_ = cache;
   s->cache_id_ = BlockCache::NewFileId();
@@ -264,24 +297,92 @@ SealedSegment::~SealedSegment() {
   if (cache_ != nullptr) cache_->EraseFile(cache_id_);
 }
 
+// The page table, checked against the footer's checksum: rows that cover
+// [64, data_end) one after another.
+Result<BlockCache::Bytes> SealedSegment::Table() const {
+  return cache_->GetOrLoad(cache_id_, kTableCacheKey, [this]() -> Result<BlockCache::Bytes> {
+    auto table = std::make_shared<std::vector<uint8_t>>(size_t{pages_} * format::kMapPageRowBytes);
+    const uint64_t table_offset = map_offset_ + uint64_t{block_count_} * kBlockEntryBytes;
+    if (version_ == 1) {
+      if (pages_ == 1)
+        EncodeRow(PageRow{static_cast<uint32_t>(kSegmentHeaderBytes),
+                          static_cast<uint32_t>(data_end_), map_checksum_},
+                  table->data());
+      return BlockCache::Bytes(std::move(table));
+    }
+    ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd_.get(), table->data(), table->size(), table_offset, path_));
+    if (format::Checksum(table->data(), table->size()) != map_checksum_)
+      return CorruptAt(path_, table_offset, "block map page table fails its checksum");
+    uint64_t next = kSegmentHeaderBytes;
+    for (uint32_t p = 0; p < pages_; ++p) {
+      PageRow r = DecodeRow(table->data() + size_t{p} * format::kMapPageRowBytes);
+      if (r.first != next || r.end <= r.first || r.end > data_end_)
+        return CorruptAt(path_, table_offset + uint64_t{p} * format::kMapPageRowBytes,
+                         "block map page " + std::to_string(p) + " covers log offsets [" +
+                             std::to_string(r.first) + ", " + std::to_string(r.end) +
+                             "), which do not follow " + std::to_string(next));
+      next = r.end;
+    }
+    if (next != data_end_)
+      return CorruptAt(path_, table_offset,
+                       "block map pages cover the log up to offset " + std::to_string(next) +
+                           ", not up to its data end " + std::to_string(data_end_));
+    return BlockCache::Bytes(std::move(table));
+  });
+}
+
+// Page `page` of the block map, checked against its row: its checksum, and
+// blocks that cover the row's log range one after another.
+Result<BlockCache::Bytes> SealedSegment::Page(const std::vector<uint8_t>& table, uint32_t page) const {
+  ANNAL_ASSERT(page < pages_);
+  return cache_->GetOrLoad(cache_id_, kPageCacheKey + page, [&]() -> Result<BlockCache::Bytes> {
+    const PageRow row = DecodeRow(table.data() + size_t{page} * format::kMapPageRowBytes);
+    const uint32_t first = page * page_entries_;
+    const uint32_t count = std::min(page_entries_, block_count_ - first);
+    const uint64_t at = map_offset_ + uint64_t{first} * kBlockEntryBytes;
+    auto bytes = std::make_shared<std::vector<uint8_t>>(size_t{count} * kBlockEntryBytes);
+    ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd_.get(), bytes->data(), bytes->size(), at, path_));
+    if (format::Checksum(bytes->data(), bytes->size()) != row.checksum)
+      return CorruptAt(path_, at, "block map page " + std::to_string(page) + " fails its checksum");
+    uint64_t next = row.first;
+    for (uint32_t i = 0; i < count; ++i) {
+      BlockEntry e = DecodeEntry(bytes->data() + size_t{i} * kBlockEntryBytes);
+      std::string why = EntryProblem(e, next, row.end, map_offset_);
+      if (!why.empty())
+        return CorruptAt(path_, at + uint64_t{i} * kBlockEntryBytes,
+                         "block map entry " + std::to_string(first + i) + " " + why);
+      next += e.raw_length;
+    }
+    if (next != row.end)
+      return CorruptAt(path_, at,
+                       "block map page " + std::to_string(page) + " covers the log up to offset " +
+                           std::to_string(next) + ", not up to " + std::to_string(row.end));
+    return BlockCache::Bytes(std::move(bytes));
+  });
+}
+
+Result<BlockEntry> SealedSegment::Entry(uint32_t index) const {
+  ANNAL_ASSERT(index < block_count_);
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes table, Table());
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes page, Page(*table, index / page_entries_));
+  return DecodeEntry(page->data() + size_t{index % page_entries_} * kBlockEntryBytes);
+}
+
 Result<std::shared_ptr<const std::vector<BlockEntry>>> SealedSegment::Blocks() const {
-  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes map, cache_->GetOrLoad(cache_id_, kMapCacheKey, [this] {
-    return LoadBlockMap(path_, fd_.get(), map_offset_, block_count_, map_checksum_, data_end_);
-  }));
-  ANNAL_ASSERT(map->size() == size_t{block_count_} * kBlockEntryBytes);
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes table, Table());
   auto blocks = std::make_shared<std::vector<BlockEntry>>();
   blocks->reserve(block_count_);
-  for (size_t at = 0; at < map->size(); at += kBlockEntryBytes)
-    blocks->push_back(DecodeEntry(map->data() + at));
+  for (uint32_t p = 0; p < pages_; ++p) {
+    ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes page, Page(*table, p));
+    for (size_t at = 0; at < page->size(); at += kBlockEntryBytes)
+      blocks->push_back(DecodeEntry(page->data() + at));
+  }
+  ANNAL_ASSERT(blocks->size() == block_count_);
   return std::shared_ptr<const std::vector<BlockEntry>>(std::move(blocks));
 }
 
 Result<BlockCache::Bytes> SealedSegment::Block(uint32_t index) const {
-  ANNAL_ASSERT(index < block_count_);
-  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes map, cache_->GetOrLoad(cache_id_, kMapCacheKey, [this] {
-    return LoadBlockMap(path_, fd_.get(), map_offset_, block_count_, map_checksum_, data_end_);
-  }));
-  const BlockEntry e = DecodeEntry(map->data() + size_t{index} * kBlockEntryBytes);
+  ANNAL_ASSIGN_OR_RETURN(const BlockEntry e, Entry(index));
   return cache_->GetOrLoad(cache_id_, index, [&] { return LoadBlock(path_, fd_.get(), e, index); });
 }
 
@@ -291,25 +392,27 @@ Status SealedSegment::Read(uint64_t offset, size_t len, uint8_t* out) const {
   if (offset > data_end_ || len > data_end_ - offset)
     return CorruptAt(path_, offset, "read past the end of the sealed data");
   if (len == 0) return Status::Ok();
-  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes map, cache_->GetOrLoad(cache_id_, kMapCacheKey, [this] {
-    return LoadBlockMap(path_, fd_.get(), map_offset_, block_count_, map_checksum_, data_end_);
-  }));
-  // The map was verified to cover [64, data_end) when loaded, so the range
-  // lies in blocks index.. and the loop ends inside the map.
-  for (uint32_t index = FindBlock(*map, offset); len > 0; ++index) {
-    ANNAL_ASSERT(index < block_count_);
-    const BlockEntry e = DecodeEntry(map->data() + size_t{index} * kBlockEntryBytes);
-    ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes raw, cache_->GetOrLoad(cache_id_, index, [&] {
-      return LoadBlock(path_, fd_.get(), e, index);
-    }));
-    ANNAL_ASSERT(raw->size() == e.raw_length && offset >= e.logical_offset &&
-                 offset < e.logical_offset + uint64_t{e.raw_length});
-    const size_t in_block = static_cast<size_t>(offset - e.logical_offset);
-    const size_t n = std::min(len, raw->size() - in_block);
-    std::memcpy(out, raw->data() + in_block, n);
-    out += n;
-    offset += n;
-    len -= n;
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes table, Table());
+  // The table was verified to cover [64, data_end) and each page its row's
+  // range, so the range lies in pages page.. and the loops end inside them.
+  for (uint32_t page = FindRow(*table, offset); len > 0; ++page) {
+    ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes entries, Page(*table, page));
+    const auto count = static_cast<uint32_t>(entries->size() / kBlockEntryBytes);
+    for (uint32_t i = FindEntry(entries->data(), count, offset); len > 0 && i < count; ++i) {
+      const BlockEntry e = DecodeEntry(entries->data() + size_t{i} * kBlockEntryBytes);
+      const uint32_t index = page * page_entries_ + i;
+      ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes raw, cache_->GetOrLoad(cache_id_, index, [&] {
+        return LoadBlock(path_, fd_.get(), e, index);
+      }));
+      ANNAL_ASSERT(raw->size() == e.raw_length && offset >= e.logical_offset &&
+                   offset < e.logical_offset + uint64_t{e.raw_length});
+      const size_t in_block = static_cast<size_t>(offset - e.logical_offset);
+      const size_t n = std::min(len, raw->size() - in_block);
+      std::memcpy(out, raw->data() + in_block, n);
+      out += n;
+      offset += n;
+      len -= n;
+    }
   }
   return Status::Ok();
 }
@@ -390,16 +493,28 @@ Status BlockWriter::Add(const std::vector<uint8_t>& raw, uint64_t logical_offset
 
 Result<SealResult> BlockWriter::Finish(uint64_t data_end, uint64_t first_position,
                                        uint64_t last_position) {
-  std::vector<uint8_t> map(entries_.size() * kBlockEntryBytes);
+  // The map, then its page table: one row per kMapPageEntries entries.
+  const size_t pages = (entries_.size() + format::kMapPageEntries - 1) / format::kMapPageEntries;
+  const size_t map_bytes = entries_.size() * kBlockEntryBytes;
+  std::vector<uint8_t> map(map_bytes + pages * format::kMapPageRowBytes);
   for (size_t i = 0; i < entries_.size(); ++i)
     EncodeEntry(entries_[i], map.data() + i * kBlockEntryBytes);
+  for (size_t p = 0; p < pages; ++p) {
+    const size_t first = p * format::kMapPageEntries;
+    const size_t count = std::min<size_t>(format::kMapPageEntries, entries_.size() - first);
+    const BlockEntry& last = entries_[first + count - 1];
+    PageRow row{entries_[first].logical_offset, last.logical_offset + last.raw_length,
+                format::Checksum(map.data() + first * kBlockEntryBytes, count * kBlockEntryBytes)};
+    EncodeRow(row, map.data() + map_bytes + p * format::kMapPageRowBytes);
+  }
   Footer f;
+  f.version = format::kSealedVersion;
   f.block_count = static_cast<uint32_t>(entries_.size());
   f.map_offset = next_file_offset_;
   f.data_end = data_end;
   f.first_position = first_position;
   f.last_position = last_position;
-  f.map_checksum = format::Checksum(map.data(), map.size());
+  f.map_checksum = format::Checksum(map.data() + map_bytes, map.size() - map_bytes);
   uint8_t footer[kSealedFooterBytes];
   EncodeFooter(f, footer);
   ANNAL_RETURN_IF_ERROR(fs::PwriteAll(fd_, map.data(), map.size(), f.map_offset, tmp_));

@@ -21,7 +21,7 @@
 //     magic "ANNALSLD"
 //   block        := one zstd frame of the log bytes
 //                   [logical_offset, logical_offset + raw_length)
-//   block_map    := block_entry{block_count}
+//   block_map    := block_entry{block_count} page_row{ceil(block_count / 64)}
 //   block_entry (48 bytes)
 //   +----------------+------------+-------------+---------------+--------------+
 //   | logical_offset | raw_length | file_offset | stored_length | batch_offset |
@@ -33,14 +33,24 @@
 //   batch_offset: the log offset of the first batch that starts in the
 //   block, first_position and first_recorded_at_ns that batch's; all three
 //   are 0 when no batch starts in the block (a batch larger than a block).
+//   The map's entries are read in pages of 64 (kMapPageEntries), each
+//   checked on its own, so a read loads 3 KiB of map, not the whole map.
+//   page_row (16 bytes), one per page, the table after the last entry
+//   +-----------+---------+------------------------------------------+
+//   | first     | end     | checksum (XXH3-64 of the page's entries)  |
+//   | 4         | 4       | 8                                        |
+//   +-----------+---------+------------------------------------------+
+//   first, end: the log offsets [first, end) the page's blocks cover.
 //   footer (64 bytes, the file's last)
 //   +--------+---------+-------------+------------+----------+----------------+
 //   | magic  | version | block_count | map_offset | data_end | first_position |
 //   | 8      | 4       | 4           | 8          | 8        | 8              |
 //   +--------+---------+-------------+------------+----------+----------------+
-//   | last_position | map_checksum (XXH3-64 of block_map) | footer_checksum (of [0, 56)) |
+//   | last_position | map_checksum (XXH3-64 of the rows)  | footer_checksum (of [0, 56)) |
 //   | 8             | 8                                   | 8                            |
 //   +---------------+-------------------------------------+------------------------------+
+//   Version 1 files (still read) have no page rows: map_checksum covers
+//   the entries, which are read as one page.
 //   footer magic "ANNALFTR". data_end: the end of the log's data (the first
 //   logical offset after the last batch); blocks cover [64, data_end)
 //   contiguously.
@@ -64,9 +74,11 @@ struct SegmentFile;
 namespace format {
 inline constexpr char kSealedMagic[8] = {'A', 'N', 'N', 'A', 'L', 'S', 'L', 'D'};
 inline constexpr char kSealedFooterMagic[8] = {'A', 'N', 'N', 'A', 'L', 'F', 'T', 'R'};
-inline constexpr uint32_t kSealedVersion = 1;
+inline constexpr uint32_t kSealedVersion = 2;
 inline constexpr size_t kSealedFooterBytes = 64;
 inline constexpr size_t kBlockEntryBytes = 48;
+inline constexpr uint32_t kMapPageEntries = 64;
+inline constexpr size_t kMapPageRowBytes = 16;
 }  // namespace format
 
 struct SealOptions {
@@ -111,8 +123,10 @@ class SealedSegment {
   // [offset, offset + len) is not inside [64, data_end).
   Status Read(uint64_t offset, size_t len, uint8_t* out) const;
 
-  // The block map (verified against the footer's checksum), cached.
+  // The whole block map (every page verified), from cached pages.
   Result<std::shared_ptr<const std::vector<BlockEntry>>> Blocks() const;
+  // Entry `index` of the block map, from its cached page.
+  Result<BlockEntry> Entry(uint32_t index) const;
   // The decompressed bytes of block `index`, cached.
   Result<BlockCache::Bytes> Block(uint32_t index) const;
 
@@ -125,6 +139,9 @@ class SealedSegment {
 
  private:
   SealedSegment() = default;
+  Result<BlockCache::Bytes> Table() const;
+  Result<BlockCache::Bytes> Page(const std::vector<uint8_t>& table, uint32_t page) const;
+
   std::string path_;
   fs::Fd fd_;
   BlockCache* cache_ = nullptr;
@@ -132,6 +149,9 @@ class SealedSegment {
   uint64_t data_end_ = 0, first_position_ = 0, last_position_ = 0;
   uint64_t map_offset_ = 0, map_checksum_ = 0, stored_bytes_ = 0;
   uint32_t block_count_ = 0;
+  uint32_t version_ = 0;
+  uint32_t page_entries_ = 1;  // entries per map page (version 1: all of them)
+  uint32_t pages_ = 0;
 };
 
 // Seals `segment` (unsealed, holding batches in [64, data_end)) in `dir`:

@@ -117,6 +117,7 @@ struct Settings {
   uint32_t events_per_append = 1;
   uint64_t segment_mb = 64;
   size_t block_bytes = Options{}.seal_block_bytes;
+  bool compress_literals = Options{}.seal_compress_literals;
   size_t cache_mb = Options{}.block_cache_bytes >> 20;
   std::string json_path;
 };
@@ -128,6 +129,7 @@ Options StoreOptions(const Settings& s) {
   options.partitions = s.partitions;
   options.segment_size_bytes = s.segment_mb << 20;
   options.seal_block_bytes = s.block_bytes;
+  options.seal_compress_literals = s.compress_literals;
   options.block_cache_bytes = s.cache_mb << 20;
   return options;
 }
@@ -856,6 +858,8 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--segment-mb", s.segment_mb, "Segment size of a new store, MiB")->capture_default_str();
   app.add_option("--block-bytes", s.block_bytes, "Options::seal_block_bytes")->capture_default_str();
+  app.add_option("--compress-literals", s.compress_literals, "Options::seal_compress_literals")
+      ->capture_default_str();
   app.add_option("--cache-mb", s.cache_mb, "Options::block_cache_bytes, MiB")->capture_default_str();
   app.add_option("--in-flight", s.in_flight, "Appends outstanding")
       ->check(CLI::Range(1u, static_cast<uint32_t>(limits::kMaxQueuedAppendsPerPartition)))

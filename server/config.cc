@@ -192,6 +192,9 @@ Result<ServerConfig> ParseConfig(int argc, char** argv) {
       ->capture_default_str()->check(CLI::Range(4, 16 * 1024));
   app.add_option("--seal-zstd-level", c.seal_zstd_level, "zstd level for sealing")
       ->capture_default_str()->check(CLI::Range(1, 19));
+  app.add_option("--seal-compress-literals", c.seal_compress_literals,
+                 "Huffman-code literals when sealing: smaller files, slower reads")
+      ->capture_default_str();
   app.add_option("--block-cache-mb", c.block_cache_mb, "memory for decompressed blocks and index pages, MiB")
       ->capture_default_str()->check(CLI::Range(0, 1 << 20));
   app.add_option("--max-frame-bytes", c.max_frame_bytes, "largest frame accepted or sent")

@@ -30,8 +30,9 @@ struct ServerConfig {
   // Sealing of full segments and the cache of decompressed blocks
   // (annal::Options).
   bool seal_segments = true;
-  uint64_t seal_block_kb = 16;
+  uint64_t seal_block_kb = 4;
   int seal_zstd_level = 3;
+  bool seal_compress_literals = false;
   uint64_t block_cache_mb = 64;
   // Limits.
   uint32_t max_frame_bytes = protocol::kDefaultMaxFrameBytes;

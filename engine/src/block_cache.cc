@@ -130,21 +130,6 @@ Result<BlockCache::Bytes> BlockCache::GetOrLoad(uint64_t file, uint64_t key,
   return bytes;
 }
 
-void BlockCache::EraseFile(uint64_t file) {
-  for (auto& shard : shards_) {
-    std::lock_guard lock(shard->mu);
-    for (auto it = shard->lru.begin(); it != shard->lru.end();) {
-      if (it->key.file != file) {
-        ++it;
-        continue;
-      }
-      shard->charged_bytes -= it->charge;
-      shard->index.erase(it->key);
-      it = shard->lru.erase(it);
-    }
-  }
-}
-
 BlockCache::Stats BlockCache::GetStats() const {
   Stats s;
   for (const auto& shard : shards_) {

@@ -35,15 +35,16 @@ class BlockCache {
   BlockCache& operator=(const BlockCache&) = delete;
 
   // A number no other file opened by this process gets; entries are keyed
-  // by (file id, key), so files never see each other's blocks.
+  // by (file id, key), so files never see each other's blocks. A closed
+  // file's entries are never asked for again and age out like any other:
+  // dropping them at close meant a walk over the whole cache per file, which
+  // made closing a store with many segments quadratic.
   static uint64_t NewFileId();
 
   // The entry for (file, key), or what `load` returns, which is then
   // inserted (unless it is larger than the whole capacity). Two threads
   // missing the same key at once may both load it; one copy wins.
   Result<Bytes> GetOrLoad(uint64_t file, uint64_t key, const std::function<Result<Bytes>()>& load);
-  // Drops every entry of `file` (its file was replaced or closed).
-  void EraseFile(uint64_t file);
 
   Stats GetStats() const;
   size_t capacity() const { return capacity_; }

@@ -903,19 +903,32 @@ Status Partition::ReadRecordAt(uint64_t location, bool verify, std::vector<uint8
   if (offset + format::kRecordHeaderBytes > seg->size_bytes)
     return CorruptionAt(*seg, offset, "index points past the end of the segment");
   // Passing over a record needs its header and stream name only; a record
-  // that is returned is read whole (most fit the first 4 KiB). A sealed
-  // segment's blocks end at batch ends: reading past the record could cost
-  // a second block, so there the header comes first and says how much.
+  // that is returned is read whole (most fit the first 4 KiB).
   size_t want = verify ? 4096 : format::kRecordHeaderBytes + limits::kMaxStreamNameBytes;
-  if (seg->sealed) {
-    uint8_t h[format::kRecordHeaderBytes];
-    ANNAL_RETURN_IF_ERROR(seg->Read(offset, sizeof h, h));
-    size_t length = format::Get32(h), stream_len = h[6];
-    want = std::max(sizeof h, verify ? length : std::min(length, sizeof h + stream_len));
-  }
   size_t first = static_cast<size_t>(std::min<uint64_t>(want, seg->size_bytes - offset));
-  buf->resize(first);
-  ANNAL_RETURN_IF_ERROR(seg->Read(offset, first, buf->data()));
+  if (seg->sealed) {
+    // Reading past the record could cost a second block: take what the
+    // record's first block holds, then exactly what its header says is
+    // still missing.
+    buf->resize(first);
+    ANNAL_ASSIGN_OR_RETURN(size_t got, seg->sealed->ReadSome(offset, first, buf->data()));
+    if (got < format::kRecordHeaderBytes) {
+      ANNAL_RETURN_IF_ERROR(seg->Read(offset + got, format::kRecordHeaderBytes - got, buf->data() + got));
+      got = format::kRecordHeaderBytes;
+    }
+    size_t length = format::Get32(buf->data()), stream_len = (*buf)[6];
+    want = std::max(format::kRecordHeaderBytes,
+                    verify ? length : std::min(length, format::kRecordHeaderBytes + stream_len));
+    first = static_cast<size_t>(std::min<uint64_t>(want, seg->size_bytes - offset));
+    if (first > got) {
+      buf->resize(first);
+      ANNAL_RETURN_IF_ERROR(seg->Read(offset + got, first - got, buf->data() + got));
+    }
+    buf->resize(first);
+  } else {
+    buf->resize(first);
+    ANNAL_RETURN_IF_ERROR(seg->Read(offset, first, buf->data()));
+  }
   Status s = format::DecodeRecordHeader(buf->data(), first, r);
   if (s.ok() && verify && r->length > first) {
     if (offset + r->length > seg->size_bytes)
@@ -1390,7 +1403,8 @@ Status Partition::Finish(uint32_t segment_id) {
     slot.summary.samples = {};
   }
   if (!config_.seal || file->sealed) return Status::Ok();
-  SealOptions options{config_.seal_block_bytes, config_.seal_level, [this] { return finisher_stop_.load(); }};
+  SealOptions options{config_.seal_block_bytes, config_.seal_level, config_.seal_compress_literals,
+                      [this] { return finisher_stop_.load(); }};
   ANNAL_ASSIGN_OR_RETURN(SealResult sealed, SealSegment(*file, end, config_.dir, options));
   format::SegmentHeader h{config_.id, segment_id, config_.segment_bytes, config_.partitions};
   ANNAL_ASSIGN_OR_RETURN(auto reader, SealedSegment::Open(file->path, h, config_.cache));

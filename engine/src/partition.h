@@ -64,6 +64,7 @@ struct PartitionConfig {
   bool seal = true;
   size_t seal_block_bytes = 0;
   int seal_level = 3;
+  bool seal_compress_literals = false;
   std::function<void(const std::string&)> log;
 };
 

@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+// For ZSTD_c_literalCompressionMode, an experimental parameter of zstd
+// 1.5. The frames it makes are standard ones any decoder reads.
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 #include <algorithm>
@@ -290,11 +293,12 @@ Result<std::shared_ptr<SealedSegment>> SealedSegment::Open(const std::string& pa
   s->stored_bytes_ = size;
   s->cache_ = cache;
   s->cache_id_ = BlockCache::NewFileId();
+  // The page table lies just before the footer, most likely in the page
+  // just read: load it now, rather than with a disk read of its own in the
+  // middle of the first read of the segment. A damaged table is reported
+  // then, by the reads that need it, not here.
+  (void)s->Table();
   return s;
-}
-
-SealedSegment::~SealedSegment() {
-  if (cache_ != nullptr) cache_->EraseFile(cache_id_);
 }
 
 // The page table, checked against the footer's checksum: rows that cover
@@ -386,34 +390,41 @@ Result<BlockCache::Bytes> SealedSegment::Block(uint32_t index) const {
   return cache_->GetOrLoad(cache_id_, index, [&] { return LoadBlock(path_, fd_.get(), e, index); });
 }
 
-Status SealedSegment::Read(uint64_t offset, size_t len, uint8_t* out) const {
+Result<size_t> SealedSegment::ReadSome(uint64_t offset, size_t len, uint8_t* out) const {
   if (offset < kSegmentHeaderBytes)
     return CorruptAt(path_, offset, "read before the start of the sealed data");
   if (offset > data_end_ || len > data_end_ - offset)
     return CorruptAt(path_, offset, "read past the end of the sealed data");
-  if (len == 0) return Status::Ok();
+  if (len == 0) return size_t{0};
   ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes table, Table());
   // The table was verified to cover [64, data_end) and each page its row's
-  // range, so the range lies in pages page.. and the loops end inside them.
-  for (uint32_t page = FindRow(*table, offset); len > 0; ++page) {
-    ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes entries, Page(*table, page));
-    const auto count = static_cast<uint32_t>(entries->size() / kBlockEntryBytes);
-    for (uint32_t i = FindEntry(entries->data(), count, offset); len > 0 && i < count; ++i) {
-      const BlockEntry e = DecodeEntry(entries->data() + size_t{i} * kBlockEntryBytes);
-      const uint32_t index = page * page_entries_ + i;
-      ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes raw, cache_->GetOrLoad(cache_id_, index, [&] {
-        return LoadBlock(path_, fd_.get(), e, index);
-      }));
-      ANNAL_ASSERT(raw->size() == e.raw_length && offset >= e.logical_offset &&
-                   offset < e.logical_offset + uint64_t{e.raw_length});
-      const size_t in_block = static_cast<size_t>(offset - e.logical_offset);
-      const size_t n = std::min(len, raw->size() - in_block);
-      std::memcpy(out, raw->data() + in_block, n);
-      out += n;
-      offset += n;
-      len -= n;
-    }
-  }
+  // range, so `offset` lies in the page and block found.
+  const uint32_t page = FindRow(*table, offset);
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes entries, Page(*table, page));
+  const auto count = static_cast<uint32_t>(entries->size() / kBlockEntryBytes);
+  const uint32_t i = FindEntry(entries->data(), count, offset);
+  const BlockEntry e = DecodeEntry(entries->data() + size_t{i} * kBlockEntryBytes);
+  const uint32_t index = page * page_entries_ + i;
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes raw, cache_->GetOrLoad(cache_id_, index, [&] {
+    return LoadBlock(path_, fd_.get(), e, index);
+  }));
+  ANNAL_ASSERT(raw->size() == e.raw_length && offset >= e.logical_offset &&
+               offset < e.logical_offset + uint64_t{e.raw_length});
+  const size_t in_block = static_cast<size_t>(offset - e.logical_offset);
+  const size_t n = std::min(len, raw->size() - in_block);
+  std::memcpy(out, raw->data() + in_block, n);
+  return n;
+}
+
+Status SealedSegment::Read(uint64_t offset, size_t len, uint8_t* out) const {
+  // The first ReadSome checks the whole range, so a failed Read copies
+  // nothing.
+  do {
+    ANNAL_ASSIGN_OR_RETURN(size_t n, ReadSome(offset, len, out));
+    out += n;
+    offset += n;
+    len -= n;
+  } while (len > 0);
   return Status::Ok();
 }
 
@@ -425,14 +436,24 @@ namespace {
 // 64, and keeps their map for the end.
 class BlockWriter {
  public:
-  BlockWriter(const std::string& tmp, int fd, const std::string& segment_path, int level)
-      : tmp_(tmp), fd_(fd), segment_path_(segment_path), level_(level) {}
+  BlockWriter(const std::string& tmp, int fd, const std::string& segment_path)
+      : tmp_(tmp), fd_(fd), segment_path_(segment_path) {}
 
-  Status Init() {
+  Status Init(const SealOptions& options) {
     cctx_.reset(ZSTD_createCCtx());
     dctx_.reset(ZSTD_createDCtx());
     if (!cctx_ || !dctx_)
       return Status::IoError("out of memory for zstd contexts sealing " + segment_path_);
+    size_t r = ZSTD_CCtx_setParameter(cctx_.get(), ZSTD_c_compressionLevel, options.zstd_level);
+    if (ZSTD_isError(r))
+      return Status::InvalidArgument("zstd level " + std::to_string(options.zstd_level) + ": " +
+                                     ZSTD_getErrorName(r));
+    // Raw literals: a small block's Huffman table costs more to rebuild at
+    // every read than the bytes it saves are worth. A zstd that no longer
+    // knows the parameter refuses it; the literals are then coded, which is
+    // only slower to read.
+    if (!options.compress_literals)
+      (void)ZSTD_CCtx_setParameter(cctx_.get(), ZSTD_c_literalCompressionMode, ZSTD_ps_disable);
     return Status::Ok();
   }
 
@@ -451,7 +472,6 @@ class BlockWriter {
   const std::string tmp_;
   const int fd_;
   const std::string segment_path_;
-  const int level_;
   std::unique_ptr<ZSTD_CCtx, ZstdFree> cctx_;
   std::unique_ptr<ZSTD_DCtx, ZstdFree> dctx_;
   std::vector<uint8_t> compressed_, round_trip_;
@@ -463,8 +483,7 @@ Status BlockWriter::Add(const std::vector<uint8_t>& raw, uint64_t logical_offset
                         uint64_t first_position, int64_t first_recorded_at_ns) {
   ANNAL_ASSERT(!raw.empty() && raw.size() <= UINT32_MAX && logical_offset <= UINT32_MAX);
   compressed_.resize(ZSTD_compressBound(raw.size()));
-  size_t n = ZSTD_compressCCtx(cctx_.get(), compressed_.data(), compressed_.size(), raw.data(),
-                               raw.size(), level_);
+  size_t n = ZSTD_compress2(cctx_.get(), compressed_.data(), compressed_.size(), raw.data(), raw.size());
   if (ZSTD_isError(n))
     return CompressionError(logical_offset,
                             std::string("does not compress: ") + ZSTD_getErrorName(n));
@@ -635,8 +654,8 @@ Result<SealResult> WriteSealedFile(const SegmentFile& seg, uint64_t data_end,
   uint8_t header[kSegmentHeaderBytes];
   format::EncodeSegmentHeader(h, header, format::kSealedMagic);
   ANNAL_RETURN_IF_ERROR(fs::PwriteAll(fd.get(), header, sizeof header, 0, tmp));
-  BlockWriter w(tmp, fd.get(), seg.path, options.zstd_level);
-  ANNAL_RETURN_IF_ERROR(w.Init());
+  BlockWriter w(tmp, fd.get(), seg.path);
+  ANNAL_RETURN_IF_ERROR(w.Init(options));
   ANNAL_ASSIGN_OR_RETURN(auto positions, WriteBlocks(seg, data_end, options, &w));
   ANNAL_ASSIGN_OR_RETURN(SealResult r, w.Finish(data_end, positions.first, positions.second));
   ANNAL_RETURN_IF_ERROR(VerifySealedFile(tmp, h, r, data_end));

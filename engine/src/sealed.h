@@ -82,8 +82,11 @@ inline constexpr size_t kMapPageRowBytes = 16;
 }  // namespace format
 
 struct SealOptions {
-  size_t block_bytes = 16 * 1024;
+  size_t block_bytes = 4 * 1024;
   int zstd_level = 3;
+  // Off: literals are stored raw (zstd's literal compression mode
+  // "disable"). Frames stay standard zstd either way.
+  bool compress_literals = false;
   // Checked between blocks; sealing gives up (kUnavailable) when it returns
   // true, leaving the segment as it was.
   std::function<bool()> cancelled;
@@ -115,13 +118,16 @@ class SealedSegment {
   static Result<std::shared_ptr<SealedSegment>> Open(const std::string& path,
                                                      const format::SegmentHeader& expected,
                                                      BlockCache* cache);
-  ~SealedSegment();
 
   // Copies `len` log bytes at logical `offset` into `out`. kCorruption
   // naming the file and the block's file offset when a block fails its
   // checksum or does not decompress to its length; kCorruption too when
   // [offset, offset + len) is not inside [64, data_end).
   Status Read(uint64_t offset, size_t len, uint8_t* out) const;
+  // Copies what the block holding `offset` has of [offset, offset + len):
+  // at least one byte when len > 0, at most to the block's end. Returns the
+  // bytes copied; the same errors as Read.
+  Result<size_t> ReadSome(uint64_t offset, size_t len, uint8_t* out) const;
 
   // The whole block map (every page verified), from cached pages.
   Result<std::shared_ptr<const std::vector<BlockEntry>>> Blocks() const;

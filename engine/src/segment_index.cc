@@ -222,10 +222,6 @@ Result<std::shared_ptr<SegmentIndex>> SegmentIndex::Open(const std::string& dir,
   return ix;
 }
 
-SegmentIndex::~SegmentIndex() {
-  if (cache_) cache_->EraseFile(cache_id_);
-}
-
 Result<BlockCache::Bytes> SegmentIndex::Meta() const {
   return cache_->GetOrLoad(cache_id_, ~0ull, [&]() -> Result<BlockCache::Bytes> {
     auto meta = std::make_shared<std::vector<uint8_t>>(runs_at_ - format::kSegmentIndexHeaderBytes);

@@ -126,7 +126,6 @@ class SegmentIndex {
   // when first read, pages of runs and offsets on every read.
   static Result<std::shared_ptr<SegmentIndex>> Open(const std::string& dir, uint32_t partition,
                                                     uint32_t segment_id, BlockCache* cache);
-  ~SegmentIndex();
 
   // Appends the runs with `hash` to `out`, each verified.
   Status Find(uint64_t hash, std::vector<Run>* out) const;

@@ -212,6 +212,7 @@ Status StoreImpl::RecoverPartitions() {
     c.seal = options_.seal_segments;
     c.seal_block_bytes = options_.seal_block_bytes;
     c.seal_level = options_.seal_zstd_level;
+    c.seal_compress_literals = options_.seal_compress_literals;
     partitions_.push_back(std::make_unique<Partition>(std::move(c)));
   }
   // Partitions recover independently; use every core.

@@ -45,11 +45,15 @@ struct Options {
   // recompresses its log with zstd into independently decodable blocks of
   // `seal_block_bytes` (a read decompresses the blocks it touches: smaller
   // blocks read faster and compress less) and replaces the segment file
-  // atomically. Appends
-  // never wait for it. Off: full segments stay as written.
+  // atomically. Appends never wait for it. Off: full segments stay as
+  // written.
   bool seal_segments = true;
-  size_t seal_block_bytes = 16 * 1024;
+  size_t seal_block_bytes = 4 * 1024;
   int seal_zstd_level = 3;
+  // Huffman-code the literals of sealed blocks: about 5 % fewer bytes on
+  // disk, but decompressing a 4 KiB block takes 1.7 times as long
+  // (docs/benchmarks.md, "Scale").
+  bool seal_compress_literals = false;
   // Decompressed blocks of sealed segments (and their block maps and
   // segment indexes) kept in memory for hot reads, shared by all
   // partitions. Least recently used entries are evicted beyond this.

@@ -33,7 +33,7 @@ struct ServerConfig {
   uint64_t seal_block_kb = 4;
   int seal_zstd_level = 3;
   bool seal_compress_literals = false;
-  uint64_t block_cache_mb = 64;
+  uint64_t block_cache_mb = 256;
   // Limits.
   uint32_t max_frame_bytes = protocol::kDefaultMaxFrameBytes;
   uint32_t max_events_per_append = 10'000;

@@ -337,7 +337,7 @@ void SealedSeeds(const std::filesystem::path& dir) {
                                      std::to_string(i) + R"( with some padding to fill blocks"})",
                                  0, position)},
                          0));
-  write("seed-map-pages", Sealed(many, 128));
+  write("seed-map-pages", Sealed(many, 32));
 
   // A batch larger than a block is a block alone.
   std::string big(3000, 'x');

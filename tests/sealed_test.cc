@@ -27,6 +27,9 @@ namespace {
 
 constexpr uint64_t kSegmentBytes = limits::kMinSegmentBytes;
 constexpr size_t kBlockBytes = 4096;
+// Blocks small enough for the fixture's map to need several pages.
+constexpr size_t kPagedBlockBytes = 512;
+constexpr uint32_t kPage = format::kMapPageEntries;
 constexpr size_t kBigPayloadBytes = 50 * 1024;
 
 std::string ReadFile(const std::string& path) {
@@ -192,6 +195,12 @@ class SealedTest : public ::testing::Test {
   static SealOptions SmallBlocks() {
     SealOptions o;
     o.block_bytes = kBlockBytes;
+    return o;
+  }
+
+  static SealOptions PagedBlocks() {
+    SealOptions o;
+    o.block_bytes = kPagedBlockBytes;
     return o;
   }
 
@@ -443,7 +452,7 @@ TEST_F(SealedTest, BlockMapWithAGapFailsEvenWithAValidChecksum) {
 // reads of streams spread over many segments slow while maps were loaded
 // whole (about 200 KiB each, evicted by the blocks themselves).
 TEST_F(SealedTest, ReadLoadsOneMapPage) {
-  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  ASSERT_TRUE(Seal(PagedBlocks()).ok());
   const MapLayout m = LayoutOf(ReadFile(Path()));
   ASSERT_GE(m.pages, 3u) << "the fixture should need several map pages";
   BlockCache cache(64 << 20);
@@ -454,17 +463,17 @@ TEST_F(SealedTest, ReadLoadsOneMapPage) {
   EXPECT_EQ(cache.GetStats().entries, 1u);
   EXPECT_EQ(cache.GetStats().bytes, m.pages * format::kMapPageRowBytes + 128);
 
-  // A range inside block 2 * 64 + 5, in page 2.
-  const uint64_t offset = format::kSegmentHeaderBytes + (2 * 64 + 5) * kBlockBytes + 100;
+  // A range inside block 2 * kPage + 5, in page 2.
+  const uint64_t offset = format::kSegmentHeaderBytes + (2 * kPage + 5) * kPagedBlockBytes + 100;
   ExpectReadMatches(sealed, offset, 200);
   const BlockCache::Stats st = cache.GetStats();
   EXPECT_EQ(st.entries, 3u);  // table, page, block
   // Each entry is charged 128 bytes on top of its own (block_cache.cc).
   EXPECT_EQ(st.bytes,
-            m.pages * format::kMapPageRowBytes + 64 * format::kBlockEntryBytes + kBlockBytes + 3 * 128);
-  auto entry = sealed.Entry(2 * 64 + 5);
+            m.pages * format::kMapPageRowBytes + kPage * format::kBlockEntryBytes + kPagedBlockBytes + 3 * 128);
+  auto entry = sealed.Entry(2 * kPage + 5);
   ASSERT_TRUE(entry.ok()) << entry.status().ToString();
-  EXPECT_EQ(entry->logical_offset, format::kSegmentHeaderBytes + (2 * 64 + 5) * kBlockBytes);
+  EXPECT_EQ(entry->logical_offset, format::kSegmentHeaderBytes + (2 * kPage + 5) * kPagedBlockBytes);
   EXPECT_EQ(cache.GetStats().entries, 3u);
 }
 
@@ -524,18 +533,18 @@ TEST_F(SealedTest, ReadSomeStopsAtTheBlockEnd) {
 // Damage in one map page fails the reads that need that page, naming the
 // file and the page's offset; the other pages' blocks stay readable.
 TEST_F(SealedTest, DamagedMapPageLeavesOtherPagesReadable) {
-  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  ASSERT_TRUE(Seal(PagedBlocks()).ok());
   const MapLayout m = LayoutOf(ReadFile(Path()));
   ASSERT_GE(m.pages, 3u);
-  const uint64_t page1_at = m.map_offset + 64 * format::kBlockEntryBytes;
+  const uint64_t page1_at = m.map_offset + kPage * format::kBlockEntryBytes;
   FlipByte(Path(), page1_at + 5 * format::kBlockEntryBytes + 9);
 
   auto seg = Open(&cache_);
   ASSERT_TRUE(seg.ok()) << seg.status().ToString();
   const SealedSegment& sealed = *(*seg)->sealed;
-  const uint64_t page0 = format::kSegmentHeaderBytes + 10 * kBlockBytes;
-  const uint64_t page1 = format::kSegmentHeaderBytes + 70 * kBlockBytes;
-  const uint64_t page2 = format::kSegmentHeaderBytes + 130 * kBlockBytes;
+  const uint64_t page0 = format::kSegmentHeaderBytes + 10 * kPagedBlockBytes;
+  const uint64_t page1 = format::kSegmentHeaderBytes + (kPage + 6) * kPagedBlockBytes;
+  const uint64_t page2 = format::kSegmentHeaderBytes + (2 * kPage + 2) * kPagedBlockBytes;
   ExpectReadMatches(sealed, page0, 500);
   ExpectReadMatches(sealed, page2, 500);
   std::string buf(500, '\0');
@@ -544,16 +553,16 @@ TEST_F(SealedTest, DamagedMapPageLeavesOtherPagesReadable) {
   EXPECT_TRUE(Contains(s, Path() + " at offset " + std::to_string(page1_at))) << s.ToString();
   EXPECT_TRUE(Contains(s, "block map page 1")) << s.ToString();
   // A read from page 0 running into page 1 fails too.
-  const uint64_t across = format::kSegmentHeaderBytes + 64 * kBlockBytes - 10;
+  const uint64_t across = format::kSegmentHeaderBytes + kPage * kPagedBlockBytes - 10;
   EXPECT_EQ(sealed.Read(across, 20, reinterpret_cast<uint8_t*>(buf.data())).code(),
             StatusCode::kCorruption);
   EXPECT_EQ(sealed.Blocks().status().code(), StatusCode::kCorruption);
-  EXPECT_EQ(sealed.Entry(64).status().code(), StatusCode::kCorruption);
-  EXPECT_TRUE(sealed.Entry(63).ok());
+  EXPECT_EQ(sealed.Entry(kPage).status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(sealed.Entry(kPage - 1).ok());
 }
 
 TEST_F(SealedTest, DamagedPageTableFailsOnFirstUse) {
-  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  ASSERT_TRUE(Seal(PagedBlocks()).ok());
   const MapLayout m = LayoutOf(ReadFile(Path()));
   FlipByte(Path(), m.table_offset + format::kMapPageRowBytes + 1);
   auto seg = Open(&cache_);
@@ -567,7 +576,7 @@ TEST_F(SealedTest, DamagedPageTableFailsOnFirstUse) {
 
 // Rows whose checksum matches but whose ranges do not follow each other.
 TEST_F(SealedTest, PageTableWithAGapFailsEvenWithAValidChecksum) {
-  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  ASSERT_TRUE(Seal(PagedBlocks()).ok());
   std::string bytes = ReadFile(Path());
   const MapLayout m = LayoutOf(bytes);
   auto* p = reinterpret_cast<uint8_t*>(bytes.data());

@@ -1,6 +1,7 @@
 #include "sealed.h"
 
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 // For ZSTD_c_literalCompressionMode, an experimental parameter of zstd
 // 1.5. The frames it makes are standard ones any decoder reads.
@@ -34,7 +35,7 @@ constexpr uint64_t kPageCacheKey = uint64_t{1} << 32;
 constexpr uint64_t kTableCacheKey = ~0ull;
 
 // Byte offsets inside a page table row (sealed.h).
-constexpr size_t kRowFirstOffset = 0, kRowEndOffset = 4, kRowChecksum = 8;
+constexpr size_t kRowFirstOffset = 0, kRowFileOffset = 4, kRowChecksum = 8;
 static_assert(kRowChecksum + 8 == format::kMapPageRowBytes);
 
 // Byte offsets inside a block entry (sealed.h).
@@ -139,22 +140,25 @@ std::string EntryProblem(const BlockEntry& e, uint64_t next, uint64_t data_end,
 }
 
 // Map pages and the page table. Entry i of the map lies in page
-// i / page_entries; the table has one row per page: the log range
-// [first, end) its blocks cover and the checksum of its entries. A version 1
-// file has no table: its map is one page, the footer's map checksum its
-// checksum, and the reader makes up the one row.
+// i / page_entries; the table has one row per page: where the page's first
+// block starts, in the log and in the file, and the checksum of its
+// entries. The page's blocks end where the next row's start (the last
+// page's at data_end and map_offset). A version 1 file has no table: its
+// map is one page, the footer's map checksum its checksum, and the reader
+// makes up the one row.
 struct PageRow {
-  uint32_t first = 0, end = 0;
+  uint32_t first = 0;       // logical offset of the page's first block
+  uint32_t file_first = 0;  // its file offset (sealed files are < 4 GiB)
   uint64_t checksum = 0;
 };
 
 PageRow DecodeRow(const uint8_t* in) {
-  return PageRow{Get32(in + kRowFirstOffset), Get32(in + kRowEndOffset), Get64(in + kRowChecksum)};
+  return PageRow{Get32(in + kRowFirstOffset), Get32(in + kRowFileOffset), Get64(in + kRowChecksum)};
 }
 
 void EncodeRow(const PageRow& r, uint8_t* out) {
   Put32(out + kRowFirstOffset, r.first);
-  Put32(out + kRowEndOffset, r.end);
+  Put32(out + kRowFileOffset, r.file_first);
   Put64(out + kRowChecksum, r.checksum);
 }
 
@@ -310,59 +314,107 @@ Result<BlockCache::Bytes> SealedSegment::Table() const {
     if (version_ == 1) {
       if (pages_ == 1)
         EncodeRow(PageRow{static_cast<uint32_t>(kSegmentHeaderBytes),
-                          static_cast<uint32_t>(data_end_), map_checksum_},
+                          static_cast<uint32_t>(kSegmentHeaderBytes), map_checksum_},
                   table->data());
       return BlockCache::Bytes(std::move(table));
     }
     ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd_.get(), table->data(), table->size(), table_offset, path_));
     if (format::Checksum(table->data(), table->size()) != map_checksum_)
       return CorruptAt(path_, table_offset, "block map page table fails its checksum");
-    uint64_t next = kSegmentHeaderBytes;
+    // Pages start one after another in the log and in the file: the first
+    // at 64, each later one past the one before, all before the ends.
+    PageRow prev{0, 0, 0};
     for (uint32_t p = 0; p < pages_; ++p) {
-      PageRow r = DecodeRow(table->data() + size_t{p} * format::kMapPageRowBytes);
-      if (r.first != next || r.end <= r.first || r.end > data_end_)
+      const PageRow r = DecodeRow(table->data() + size_t{p} * format::kMapPageRowBytes);
+      const bool ok = p == 0 ? r.first == kSegmentHeaderBytes && r.file_first == kSegmentHeaderBytes
+                             : r.first > prev.first && r.file_first > prev.file_first;
+      if (!ok || r.first >= data_end_ || r.file_first >= map_offset_)
         return CorruptAt(path_, table_offset + uint64_t{p} * format::kMapPageRowBytes,
-                         "block map page " + std::to_string(p) + " covers log offsets [" +
-                             std::to_string(r.first) + ", " + std::to_string(r.end) +
-                             "), which do not follow " + std::to_string(next));
-      next = r.end;
+                         "block map page " + std::to_string(p) + " starts at log offset " +
+                             std::to_string(r.first) + ", file offset " + std::to_string(r.file_first) +
+                             ", which do not follow the page before");
+      prev = r;
     }
-    if (next != data_end_)
-      return CorruptAt(path_, table_offset,
-                       "block map pages cover the log up to offset " + std::to_string(next) +
-                           ", not up to its data end " + std::to_string(data_end_));
     return BlockCache::Bytes(std::move(table));
   });
 }
 
+// Where page `page`'s blocks start and end, in the log and in the file.
+SealedSegment::PageSpan SealedSegment::Span(const std::vector<uint8_t>& table, uint32_t page) const {
+  const PageRow row = DecodeRow(table.data() + size_t{page} * format::kMapPageRowBytes);
+  PageSpan s{row.first, data_end_, row.file_first, map_offset_, row.checksum};
+  if (page + 1 < pages_) {
+    const PageRow next = DecodeRow(table.data() + size_t{page + 1} * format::kMapPageRowBytes);
+    s.end = next.first;
+    s.file_end = next.file_first;
+  }
+  return s;
+}
+
 // Page `page` of the block map, checked against its row: its checksum, and
-// blocks that cover the row's log range one after another.
-Result<BlockCache::Bytes> SealedSegment::Page(const std::vector<uint8_t>& table, uint32_t page) const {
+// blocks that lie one after another over the page's span, in the log and in
+// the file. `wanted`, when not 0, is the log offset the caller reads next:
+// if the page has to come from the disk, the reader asks the kernel, at the
+// same time, for the file bytes around where that block should lie (the
+// page's blocks are spread evenly enough over its span for a guess), so a
+// cold read waits for one disk round trip rather than two in a row.
+Result<BlockCache::Bytes> SealedSegment::Page(const std::vector<uint8_t>& table, uint32_t page,
+                                              uint64_t wanted) const {
   ANNAL_ASSERT(page < pages_);
   return cache_->GetOrLoad(cache_id_, kPageCacheKey + page, [&]() -> Result<BlockCache::Bytes> {
-    const PageRow row = DecodeRow(table.data() + size_t{page} * format::kMapPageRowBytes);
+    const PageSpan span = Span(table, page);
     const uint32_t first = page * page_entries_;
     const uint32_t count = std::min(page_entries_, block_count_ - first);
     const uint64_t at = map_offset_ + uint64_t{first} * kBlockEntryBytes;
     auto bytes = std::make_shared<std::vector<uint8_t>>(size_t{count} * kBlockEntryBytes);
-    ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd_.get(), bytes->data(), bytes->size(), at, path_));
-    if (format::Checksum(bytes->data(), bytes->size()) != row.checksum)
+    if (!ReadIfCached(at, bytes.get())) {
+      if (wanted >= span.first && wanted < span.end) PrefetchAround(span, count, wanted);
+      ANNAL_RETURN_IF_ERROR(fs::PreadExact(fd_.get(), bytes->data(), bytes->size(), at, path_));
+    }
+    if (format::Checksum(bytes->data(), bytes->size()) != span.checksum)
       return CorruptAt(path_, at, "block map page " + std::to_string(page) + " fails its checksum");
-    uint64_t next = row.first;
+    uint64_t next = span.first, file_next = span.file_first;
     for (uint32_t i = 0; i < count; ++i) {
       BlockEntry e = DecodeEntry(bytes->data() + size_t{i} * kBlockEntryBytes);
-      std::string why = EntryProblem(e, next, row.end, map_offset_);
+      std::string why = EntryProblem(e, next, span.end, map_offset_);
+      if (why.empty() && e.file_offset != file_next)
+        why = "starts at file offset " + std::to_string(e.file_offset) + ", not at " + std::to_string(file_next);
       if (!why.empty())
         return CorruptAt(path_, at + uint64_t{i} * kBlockEntryBytes,
                          "block map entry " + std::to_string(first + i) + " " + why);
       next += e.raw_length;
+      file_next += e.stored_length;
     }
-    if (next != row.end)
+    if (next != span.end || file_next != span.file_end)
       return CorruptAt(path_, at,
-                       "block map page " + std::to_string(page) + " covers the log up to offset " +
-                           std::to_string(next) + ", not up to " + std::to_string(row.end));
+                       "block map page " + std::to_string(page) + " covers log offsets up to " +
+                           std::to_string(next) + " and file offsets up to " + std::to_string(file_next) +
+                           ", not up to " + std::to_string(span.end) + " and " + std::to_string(span.file_end));
     return BlockCache::Bytes(std::move(bytes));
   });
+}
+
+// Fills `out` from file offset `at` if the kernel has those bytes in its
+// page cache already; false (and nothing to rely on in `out`) if reading
+// them would wait for the disk.
+bool SealedSegment::ReadIfCached(uint64_t at, std::vector<uint8_t>* out) const {
+  struct iovec v{out->data(), out->size()};
+  ssize_t n = ::preadv2(fd_.get(), &v, 1, static_cast<off_t>(at), RWF_NOWAIT);
+  return n == static_cast<ssize_t>(out->size());
+}
+
+// Starts reading, in the background, the file bytes where the block
+// holding log offset `wanted` should lie within `span`: its place in
+// proportion to the page's log and file ranges, give or take a block and
+// 2 KiB. (Wider windows, two blocks and 4 KiB or four and 8 KiB, read
+// more and were no faster: docs/benchmarks.md, "Scale".)
+void SealedSegment::PrefetchAround(const PageSpan& span, uint32_t count, uint64_t wanted) const {
+  const uint64_t file_bytes = span.file_end - span.file_first;
+  const uint64_t guess = span.file_first + file_bytes * (wanted - span.first) / (span.end - span.first);
+  const uint64_t margin = file_bytes / count + 2048;
+  const uint64_t from = std::max(span.file_first, guess > margin ? guess - margin : 0);
+  const uint64_t to = std::min(span.file_end, guess + margin);
+  (void)::posix_fadvise(fd_.get(), static_cast<off_t>(from), static_cast<off_t>(to - from), POSIX_FADV_WILLNEED);
 }
 
 Result<BlockEntry> SealedSegment::Entry(uint32_t index) const {
@@ -400,7 +452,7 @@ Result<size_t> SealedSegment::ReadSome(uint64_t offset, size_t len, uint8_t* out
   // The table was verified to cover [64, data_end) and each page its row's
   // range, so `offset` lies in the page and block found.
   const uint32_t page = FindRow(*table, offset);
-  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes entries, Page(*table, page));
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes entries, Page(*table, page, offset));
   const auto count = static_cast<uint32_t>(entries->size() / kBlockEntryBytes);
   const uint32_t i = FindEntry(entries->data(), count, offset);
   const BlockEntry e = DecodeEntry(entries->data() + size_t{i} * kBlockEntryBytes);
@@ -521,8 +573,8 @@ Result<SealResult> BlockWriter::Finish(uint64_t data_end, uint64_t first_positio
   for (size_t p = 0; p < pages; ++p) {
     const size_t first = p * format::kMapPageEntries;
     const size_t count = std::min<size_t>(format::kMapPageEntries, entries_.size() - first);
-    const BlockEntry& last = entries_[first + count - 1];
-    PageRow row{entries_[first].logical_offset, last.logical_offset + last.raw_length,
+    ANNAL_ASSERT(entries_[first].file_offset <= UINT32_MAX);
+    PageRow row{entries_[first].logical_offset, static_cast<uint32_t>(entries_[first].file_offset),
                 format::Checksum(map.data() + first * kBlockEntryBytes, count * kBlockEntryBytes)};
     EncodeRow(row, map.data() + map_bytes + p * format::kMapPageRowBytes);
   }

@@ -36,11 +36,13 @@
 //   The map's entries are read in pages of 64 (kMapPageEntries), each
 //   checked on its own, so a read loads 3 KiB of map, not the whole map.
 //   page_row (16 bytes), one per page, the table after the last entry
-//   +-----------+---------+------------------------------------------+
-//   | first     | end     | checksum (XXH3-64 of the page's entries)  |
-//   | 4         | 4       | 8                                        |
-//   +-----------+---------+------------------------------------------+
-//   first, end: the log offsets [first, end) the page's blocks cover.
+//   +-----------+------------+------------------------------------------+
+//   | first     | file_first | checksum (XXH3-64 of the page's entries)  |
+//   | 4         | 4          | 8                                        |
+//   +-----------+------------+------------------------------------------+
+//   first, file_first: where the page's first block starts in the log and
+//   in the file. Its blocks end where the next page's start (the last
+//   page's at data_end and map_offset).
 //   footer (64 bytes, the file's last)
 //   +--------+---------+-------------+------------+----------+----------------+
 //   | magic  | version | block_count | map_offset | data_end | first_position |
@@ -145,8 +147,17 @@ class SealedSegment {
 
  private:
   SealedSegment() = default;
+  struct PageSpan {
+    uint64_t first, end;            // log offsets of the page's blocks
+    uint64_t file_first, file_end;  // where they lie in the file
+    uint64_t checksum;              // of the page's entries
+  };
   Result<BlockCache::Bytes> Table() const;
-  Result<BlockCache::Bytes> Page(const std::vector<uint8_t>& table, uint32_t page) const;
+  PageSpan Span(const std::vector<uint8_t>& table, uint32_t page) const;
+  Result<BlockCache::Bytes> Page(const std::vector<uint8_t>& table, uint32_t page,
+                                 uint64_t wanted = 0) const;
+  bool ReadIfCached(uint64_t at, std::vector<uint8_t>* out) const;
+  void PrefetchAround(const PageSpan& span, uint32_t count, uint64_t wanted) const;
 
   std::string path_;
   fs::Fd fd_;

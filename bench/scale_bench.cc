@@ -15,7 +15,8 @@
 //
 // Generate (--phase generate or all). Through the public Store API in this
 // process, --events events of --payload-bytes bytes (loadgen::PayloadMaker's
-// JSON documents, with loadgen::kEventMetadata as metadata and the types
+// JSON documents, or random bytes with --payload random, with
+// loadgen::kEventMetadata as metadata and the types
 // "Deposited"/"Withdrawn" alternating), --events-per-append per append, with
 // --in-flight appends outstanding, ExpectedVersion::Any(). The stream of each
 // append is a Zipf draw over --streams ranks (exponent --zipf; rank 1 is the
@@ -110,6 +111,7 @@ struct Settings {
   uint32_t streams = 1'000'000;
   double zipf_exponent = 1.0;
   uint32_t payload_bytes = 500;
+  std::string payload = "json";  // or "random": incompressible bytes
   uint32_t partitions = 1;
   uint32_t reads = 2000;
   uint64_t seed = 1;
@@ -441,7 +443,7 @@ Status WriteEvents(Store& store, const Settings& s, GenerateReport* report) {
   w.distribution = loadgen::StreamDistribution::kZipf;
   w.zipf_exponent = s.zipf_exponent;
   w.event_bytes = s.payload_bytes;
-  w.payload = loadgen::PayloadKind::kJson;
+  w.payload = s.payload == "random" ? loadgen::PayloadKind::kRandom : loadgen::PayloadKind::kJson;
   w.events_per_append = s.events_per_append;
   w.seed = s.seed;
   loadgen::StreamChooser ranks(w);  // Zipf: an inverse-CDF table and a binary search
@@ -763,6 +765,7 @@ Json ToJson(const Settings& s, const std::optional<GenerateReport>& g,
                    {"streams", s.streams},
                    {"zipf", s.zipf_exponent},
                    {"payload_bytes", s.payload_bytes},
+                   {"payload", s.payload},
                    {"partitions", s.partitions},
                    {"reads", s.reads},
                    {"seed", s.seed},
@@ -844,7 +847,10 @@ int Main(int argc, char** argv) {
   app.add_option("--zipf", s.zipf_exponent, "Zipf exponent of the streams' popularity (0: uniform)")
       ->check(CLI::Range(0.0, 10.0))
       ->capture_default_str();
-  app.add_option("--payload-bytes", s.payload_bytes, "Payload bytes per event (a JSON document)")
+  app.add_option("--payload", s.payload, "Payload kind: json (annal-bench's documents) or random bytes")
+      ->check(CLI::IsMember({"json", "random"}))
+      ->capture_default_str();
+  app.add_option("--payload-bytes", s.payload_bytes, "Payload bytes per event")
       ->check(CLI::Range(loadgen::kMinJsonEventBytes,
                          static_cast<uint32_t>(limits::kDefaultMaxPayloadBytes)))
       ->capture_default_str();

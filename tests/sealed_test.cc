@@ -606,6 +606,38 @@ TEST_F(SealedTest, PageTableThatDisagreesWithThePagesFails) {
   }
 }
 
+// The binary search over map pages finds what a walk over the whole map
+// finds, for every target position, with batches longer than a page (so
+// pages naming no batch) among them.
+TEST_F(SealedTest, LastBatchStartBeforeMatchesAWalkOfTheMap) {
+  ASSERT_TRUE(Seal(PagedBlocks()).ok());
+  std::vector<BlockEntry> blocks;
+  auto sealed = OpenSealed(&cache_, &blocks);
+  ASSERT_NE(sealed, nullptr);
+  ASSERT_GT(blocks.size(), 4u * kPage);
+  // Some page names no batch: the fixture has 50 KiB events.
+  bool empty_page = false;
+  for (size_t p = 0; p * kPage < blocks.size(); ++p) {
+    bool named = false;
+    for (size_t i = p * kPage; i < std::min(blocks.size(), (p + 1) * kPage); ++i)
+      named = named || blocks[i].batch_offset != 0;
+    empty_page = empty_page || !named;
+  }
+  EXPECT_TRUE(empty_page);
+  const uint64_t last_position = sealed->last_position();
+  for (uint64_t target = 0; target <= last_position + 2; ++target) {
+    uint64_t walk = 0;
+    for (const BlockEntry& b : blocks) {
+      if (b.batch_offset == 0) continue;
+      if (b.first_position > target) break;
+      walk = b.batch_offset;
+    }
+    auto got = sealed->LastBatchStartBefore([&](const BlockEntry& b) { return b.first_position <= target; });
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ASSERT_EQ(*got, walk) << "target position " << target;
+  }
+}
+
 // Reads whose map pages are not in the kernel's page cache take the cold
 // path (the page read while the bytes around the wanted block are
 // prefetched) and return the same bytes.

@@ -1106,14 +1106,10 @@ Result<uint64_t> Partition::StartOffset(const SegmentFile& file, const std::shar
   if (file.sealed) {
     // The block map names a batch start in (nearly) every block: the finest
     // index there is.
-    ANNAL_ASSIGN_OR_RETURN(auto blocks, file.sealed->Blocks());
-    for (const BlockEntry& b : *blocks) {
-      if (b.batch_offset == 0) continue;  // inside a batch that started earlier
-      bool before = by_time ? b.first_recorded_at_ns < static_cast<int64_t>(target) : b.first_position <= target;
-      if (!before) break;
-      offset = b.batch_offset;
-    }
-    return offset;
+    ANNAL_ASSIGN_OR_RETURN(uint64_t named, file.sealed->LastBatchStartBefore([&](const BlockEntry& b) {
+      return by_time ? b.first_recorded_at_ns < static_cast<int64_t>(target) : b.first_position <= target;
+    }));
+    return named != 0 ? named : offset;
   }
   if (index) {
     ANNAL_ASSIGN_OR_RETURN(samples, index->Samples());

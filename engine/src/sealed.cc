@@ -424,6 +424,49 @@ Result<BlockEntry> SealedSegment::Entry(uint32_t index) const {
   return DecodeEntry(page->data() + size_t{index % page_entries_} * kBlockEntryBytes);
 }
 
+Result<uint64_t> SealedSegment::LastBatchStartBefore(
+    const std::function<bool(const BlockEntry&)>& before) const {
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes table, Table());
+  // The first naming entry of page `page`, if any.
+  auto first_named = [&](uint32_t page) -> Result<std::optional<BlockEntry>> {
+    ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes entries, Page(*table, page));
+    for (size_t at = 0; at < entries->size(); at += kBlockEntryBytes) {
+      BlockEntry e = DecodeEntry(entries->data() + at);
+      if (e.batch_offset != 0) return std::optional<BlockEntry>(e);
+    }
+    return std::optional<BlockEntry>();
+  };
+  // The last page whose first naming entry is before the target. Pages
+  // that name no batch (inside a batch longer than a page) are passed over
+  // forward.
+  std::optional<uint32_t> found;
+  uint32_t lo = 0, hi = pages_;
+  while (lo < hi) {
+    const uint32_t mid = lo + (hi - lo) / 2;
+    uint32_t page = mid;
+    std::optional<BlockEntry> named;
+    for (; page < hi && !named; ++page) {
+      ANNAL_ASSIGN_OR_RETURN(named, first_named(page));
+    }
+    if (named && before(*named)) {
+      found = page - 1;
+      lo = page;
+    } else {
+      hi = mid;
+    }
+  }
+  if (!found) return uint64_t{0};
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes entries, Page(*table, *found));
+  uint64_t last = 0;
+  for (size_t at = 0; at < entries->size(); at += kBlockEntryBytes) {
+    BlockEntry e = DecodeEntry(entries->data() + at);
+    if (e.batch_offset == 0) continue;
+    if (!before(e)) break;
+    last = e.batch_offset;
+  }
+  return last;
+}
+
 Result<std::shared_ptr<const std::vector<BlockEntry>>> SealedSegment::Blocks() const {
   ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes table, Table());
   auto blocks = std::make_shared<std::vector<BlockEntry>>();

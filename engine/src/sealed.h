@@ -135,6 +135,12 @@ class SealedSegment {
   Result<std::shared_ptr<const std::vector<BlockEntry>>> Blocks() const;
   // Entry `index` of the block map, from its cached page.
   Result<BlockEntry> Entry(uint32_t index) const;
+  // The batch_offset of the last entry naming a batch (batch_offset != 0)
+  // for which `before` holds, or 0 when none does. `before` must hold for
+  // a prefix of the naming entries (it compares their first position or
+  // commit time with a target, and both only grow along the map). Binary
+  // search over the map's pages: a few page loads, not the whole map.
+  Result<uint64_t> LastBatchStartBefore(const std::function<bool(const BlockEntry&)>& before) const;
   // The decompressed bytes of block `index`, cached.
   Result<BlockCache::Bytes> Block(uint32_t index) const;
 

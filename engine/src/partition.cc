@@ -920,11 +920,8 @@ Status Partition::ReadRecordAt(uint64_t location, bool verify, std::vector<uint8
     want = std::max(format::kRecordHeaderBytes,
                     verify ? length : std::min(length, format::kRecordHeaderBytes + stream_len));
     first = static_cast<size_t>(std::min<uint64_t>(want, seg->size_bytes - offset));
-    if (first > got) {
-      buf->resize(first);
-      ANNAL_RETURN_IF_ERROR(seg->Read(offset + got, first - got, buf->data() + got));
-    }
     buf->resize(first);
+    if (first > got) ANNAL_RETURN_IF_ERROR(seg->Read(offset + got, first - got, buf->data() + got));
   } else {
     buf->resize(first);
     ANNAL_RETURN_IF_ERROR(seg->Read(offset, first, buf->data()));

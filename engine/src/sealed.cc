@@ -162,29 +162,17 @@ void EncodeRow(const PageRow& r, uint8_t* out) {
   Put64(out + kRowChecksum, r.checksum);
 }
 
-// The page holding log offset `offset` in a verified table: the last row
-// starting at or before it.
-uint32_t FindRow(const std::vector<uint8_t>& table, uint64_t offset) {
-  const auto rows = static_cast<uint32_t>(table.size() / format::kMapPageRowBytes);
-  uint32_t lo = 0, hi = rows;  // the first row starting past `offset` is in [lo, hi]
+// Of `bytes`, records of `stride` bytes whose u32 at `field` is a log
+// offset that grows from record to record (page rows, or block entries),
+// the last one starting at or before `offset`. The first starts at or before
+// every offset asked for (verified when the records were loaded).
+uint32_t LastStartingAtOrBefore(const std::vector<uint8_t>& bytes, size_t stride, size_t field,
+                                uint64_t offset) {
+  uint32_t lo = 0, hi = static_cast<uint32_t>(bytes.size() / stride);
+  // The first record starting past `offset` is in [lo, hi].
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    if (Get32(table.data() + size_t{mid} * format::kMapPageRowBytes + kRowFirstOffset) <= offset)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  ANNAL_ASSERT(lo >= 1);  // row 0 starts at 64, at or before every readable offset
-  return lo - 1;
-}
-
-// The entry holding log offset `offset` among the `count` verified entries
-// at `entries`, which cover it.
-uint32_t FindEntry(const uint8_t* entries, uint32_t count, uint64_t offset) {
-  uint32_t lo = 0, hi = count;
-  while (lo < hi) {
-    uint32_t mid = lo + (hi - lo) / 2;
-    if (Get32(entries + size_t{mid} * kBlockEntryBytes + kEntryLogicalOffset) <= offset)
+    if (Get32(bytes.data() + size_t{mid} * stride + field) <= offset)
       lo = mid + 1;
     else
       hi = mid;
@@ -482,6 +470,12 @@ Result<std::shared_ptr<const std::vector<BlockEntry>>> SealedSegment::Blocks() c
 
 Result<BlockCache::Bytes> SealedSegment::Block(uint32_t index) const {
   ANNAL_ASSIGN_OR_RETURN(const BlockEntry e, Entry(index));
+  return CachedBlock(e, index);
+}
+
+// Block `index`, described by `e`: from the cache, or read, verified and
+// decompressed into it.
+Result<BlockCache::Bytes> SealedSegment::CachedBlock(const BlockEntry& e, uint32_t index) const {
   return cache_->GetOrLoad(cache_id_, index, [&] { return LoadBlock(path_, fd_.get(), e, index); });
 }
 
@@ -494,15 +488,11 @@ Result<size_t> SealedSegment::ReadSome(uint64_t offset, size_t len, uint8_t* out
   ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes table, Table());
   // The table was verified to cover [64, data_end) and each page its row's
   // range, so `offset` lies in the page and block found.
-  const uint32_t page = FindRow(*table, offset);
+  const uint32_t page = LastStartingAtOrBefore(*table, format::kMapPageRowBytes, kRowFirstOffset, offset);
   ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes entries, Page(*table, page, offset));
-  const auto count = static_cast<uint32_t>(entries->size() / kBlockEntryBytes);
-  const uint32_t i = FindEntry(entries->data(), count, offset);
+  const uint32_t i = LastStartingAtOrBefore(*entries, kBlockEntryBytes, kEntryLogicalOffset, offset);
   const BlockEntry e = DecodeEntry(entries->data() + size_t{i} * kBlockEntryBytes);
-  const uint32_t index = page * page_entries_ + i;
-  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes raw, cache_->GetOrLoad(cache_id_, index, [&] {
-    return LoadBlock(path_, fd_.get(), e, index);
-  }));
+  ANNAL_ASSIGN_OR_RETURN(BlockCache::Bytes raw, CachedBlock(e, page * page_entries_ + i));
   ANNAL_ASSERT(raw->size() == e.raw_length && offset >= e.logical_offset &&
                offset < e.logical_offset + uint64_t{e.raw_length});
   const size_t in_block = static_cast<size_t>(offset - e.logical_offset);

@@ -163,6 +163,7 @@ class SealedSegment {
   Result<BlockCache::Bytes> Page(const std::vector<uint8_t>& table, uint32_t page,
                                  uint64_t wanted = 0) const;
   bool ReadIfCached(uint64_t at, std::vector<uint8_t>* out) const;
+  Result<BlockCache::Bytes> CachedBlock(const BlockEntry& e, uint32_t index) const;
   void PrefetchAround(const PageSpan& span, uint32_t count, uint64_t wanted) const;
 
   std::string path_;

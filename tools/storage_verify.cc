@@ -419,12 +419,16 @@ class PartitionScan {
     ++log_problems_;
     findings_->Problem(file, offset, what);
   }
+  // A file or directory that could not be read at all.
+  void Unreadable(const Status& s, const std::string& path) {
+    ++io_errors_;
+    findings_->Unreadable(s, path);
+  }
   // A Status from reading a segment: damage in it, or a read that failed.
   void ReadFailed(const Status& s, const Segment& seg, uint64_t offset) {
     Status named = Rename(s, seg.alias, seg.path);
     if (named.code() != StatusCode::kCorruption) {
-      ++io_errors_;
-      findings_->Unreadable(named, seg.path);
+      Unreadable(named, seg.path);
       return;
     }
     Finding f = Locate(named.message(), seg.path, offset);
@@ -522,8 +526,7 @@ void PartitionScan::ReadCheckpoint() {
   }
   auto data = fs::ReadWholeFile(checkpoint_path_);
   if (!data.ok()) {
-    ++io_errors_;
-    findings_->Unreadable(data.status(), checkpoint_path_);
+    Unreadable(data.status(), checkpoint_path_);
     return;
   }
   Checkpoint c;
@@ -562,8 +565,7 @@ void PartitionScan::ReadCheckpoint() {
 bool PartitionScan::OpenSegments() {
   auto names = fs::ListDir(config_.dir);
   if (!names.ok()) {
-    ++io_errors_;
-    findings_->Unreadable(names.status(), config_.dir);
+    Unreadable(names.status(), config_.dir);
     return false;
   }
   std::vector<uint32_t> ids;
@@ -974,8 +976,7 @@ void PartitionScan::CompareIndexFile(const Segment& s) {
   }
   auto data = fs::ReadWholeFile(path);
   if (!data.ok()) {
-    ++io_errors_;
-    findings_->Unreadable(data.status(), path);
+    Unreadable(data.status(), path);
     return;
   }
   const std::string want = s.builder->Encode(config_.partition, s.summary.samples);

@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -362,6 +364,53 @@ TEST(SealedStoreTest, DamagedBlockIsReportedWithFileAndOffsetAndNeverReturned) {
   // Events in other blocks stay readable.
   auto later = (*store)->ReadAll(GlobalPosition((**blocks)[2].first_position), 5);
   EXPECT_TRUE(later.ok()) << later.status().ToString();
+}
+
+// Sealing replaces a raw segment while readers may still be reading it; the
+// replaced file's blocks are freed (a step at a time) only once the last of
+// them let go. Readers scanning the whole log while segments fill, seal and
+// are freed must never meet a shortened file.
+TEST(SealedStoreTest, ReadsWhileSegmentsAreSealedAndFreedAllSucceed) {
+  TempDir dir("sealed-readers");
+  auto store = Store::Open(dir.path(), IndexOptions());
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> reads{0};
+  std::vector<std::string> failures;
+  std::mutex failures_mu;
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&, r] {
+      std::mt19937_64 rng(100 + r);
+      while (!done.load()) {
+        uint64_t head = (*store)->DurableHead().get();
+        if (head == 0) continue;
+        uint64_t from = 1 + rng() % head;
+        auto page = (*store)->ReadAll(GlobalPosition(from), 200);
+        std::string failure;
+        if (!page.ok())
+          failure = page.status().ToString();
+        else if (page->empty() || page->front().position.get() != from)
+          failure = "a page from " + std::to_string(from) + " does not start there";
+        for (size_t i = 0; failure.empty() && page.ok() && i < page->size(); ++i)
+          if ((*page)[i].position.get() != from + i) failure = "positions skip after " + std::to_string(from + i);
+        if (!failure.empty()) {
+          std::lock_guard lock(failures_mu);
+          failures.push_back(failure);
+        }
+        reads.fetch_add(1);
+      }
+    });
+  }
+  Written w;
+  Fill(**store, &w, 15000, 40, 9);
+  (*store)->WaitForBackgroundWork();
+  done = true;
+  for (auto& t : readers) t.join();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " reads failed, the first: " << failures.front();
+  EXPECT_GT(reads.load(), 100u);
+  EXPECT_GE(Sealed(**store), 4u);
+  ASSERT_NO_FATAL_FAILURE(CheckReads(**store, w, 4));
 }
 
 // A child appends and seals (small segments fill every few milliseconds)

@@ -317,6 +317,40 @@ TEST_F(SealedTest, ReadOutsideTheSealedDataIsCorruption) {
   EXPECT_TRUE(sealed->Read(DataEnd(), 0, buf).ok());
 }
 
+// Sealing reads the log through SequentialSegmentReader (direct I/O in
+// chunks): what it hands out must be the file's bytes, whatever the spans
+// and however they meet its chunks.
+TEST_F(SealedTest, SequentialReaderReadsTheFileAsItIs) {
+  auto seg = Open(&cache_);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  auto reader = SequentialSegmentReader::Open(**seg);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  std::mt19937_64 rng(7);
+  const uint64_t chunk = SequentialSegmentReader::kChunkBytes;
+  size_t spans = 0;
+  for (uint64_t at = format::kSegmentHeaderBytes; at < kSegmentBytes; ++spans) {
+    // Mostly short spans, within the window or crossing its end; every
+    // fourth up to one and a half chunks.
+    uint64_t most = rng() % 4 == 0 ? chunk * 3 / 2 : chunk / 8;
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kSegmentBytes - at, 1 + rng() % most));
+    std::string got(len, '\0');
+    Status s = (*reader)->Read(at, len, reinterpret_cast<uint8_t*>(got.data()));
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ASSERT_TRUE(got == Original(at, len)) << "bytes differ in [" << at << ", " << at + len << ")";
+    at += len;
+  }
+  EXPECT_GT(spans, 20u);
+  // Going back reads again.
+  std::string back(5000, '\0');
+  ASSERT_TRUE((*reader)->Read(100, back.size(), reinterpret_cast<uint8_t*>(back.data())).ok());
+  EXPECT_TRUE(back == Original(100, back.size()));
+  // Past the end of the file: an error that names it, never a short copy.
+  uint8_t buf[32];
+  Status past = (*reader)->Read(kSegmentBytes - 10, sizeof buf, buf);
+  EXPECT_EQ(past.code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(past, Path())) << past.ToString();
+}
+
 TEST_F(SealedTest, JsonEventsSealToLessThanHalfTheirSize) {
   auto r = Seal(SmallBlocks());
   ASSERT_TRUE(r.ok()) << r.status().ToString();

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <filesystem>
+#include <thread>
 #include <vector>
 
 #include "annal/assert.h"
@@ -78,20 +80,26 @@ Result<uint64_t> FileSize(int fd, const std::string& path) {
   return static_cast<uint64_t>(st.st_size);
 }
 
-Status PreadExact(int fd, void* buf, size_t len, uint64_t offset, const std::string& path) {
+Result<size_t> PreadUpTo(int fd, void* buf, size_t len, uint64_t offset, const std::string& path) {
   auto* p = static_cast<uint8_t*>(buf);
   size_t done = 0;
   while (done < len) {
     ssize_t n = ::pread(fd, p + done, len - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "read " + path + " at offset " + std::to_string(offset));
+      return Status::FromErrno(errno, "read " + path + " at offset " + std::to_string(offset + done));
     }
-    if (n == 0)
-      return Status::Corruption(path + " at offset " + std::to_string(offset + done) +
-                                ": file ends before the data it should hold");
+    if (n == 0) break;
     done += static_cast<size_t>(n);
   }
+  return done;
+}
+
+Status PreadExact(int fd, void* buf, size_t len, uint64_t offset, const std::string& path) {
+  ANNAL_ASSIGN_OR_RETURN(size_t done, PreadUpTo(fd, buf, len, offset, path));
+  if (done < len)
+    return Status::Corruption(path + " at offset " + std::to_string(offset + done) +
+                              ": file ends before the data it should hold");
   return Status::Ok();
 }
 
@@ -106,6 +114,30 @@ Status PwriteAll(int fd, const void* buf, size_t len, uint64_t offset, const std
     }
     done += static_cast<size_t>(n);
   }
+  return Status::Ok();
+}
+
+Status FreeGradually(int fd, const std::string& path, const std::function<bool()>& stop) {
+  ANNAL_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd, path));
+  while (size > 0 && !stop()) {
+    size -= std::min(size, kFreeStepBytes);
+    if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
+      return Status::FromErrno(errno, "truncate " + path + " to " + std::to_string(size) + " bytes");
+    if (size > 0) std::this_thread::sleep_for(kFreeStepPause);
+  }
+  return Status::Ok();
+}
+
+Status WriteBackGradually(int fd, const std::string& path, uint64_t end, uint64_t* written_back) {
+  if (end < *written_back + kWriteBackChunkBytes) return Status::Ok();
+  auto range = [&](uint64_t from, uint64_t to, unsigned flags) -> Status {
+    if (::sync_file_range(fd, static_cast<off_t>(from), static_cast<off_t>(to - from), flags) != 0)
+      return Status::FromErrno(errno, "write back " + path + " at offset " + std::to_string(from));
+    return Status::Ok();
+  };
+  ANNAL_RETURN_IF_ERROR(range(*written_back, end, SYNC_FILE_RANGE_WRITE));
+  if (*written_back > 0) ANNAL_RETURN_IF_ERROR(range(0, *written_back, SYNC_FILE_RANGE_WAIT_AFTER));
+  *written_back = end;
   return Status::Ok();
 }
 
@@ -125,12 +157,24 @@ Status WriteFileAtomically(const std::string& dir, const std::string& name,
   std::string tmp = Join(dir, name + ".tmp"), final_path = Join(dir, name);
   {
     ANNAL_ASSIGN_OR_RETURN(Fd fd, Open(tmp, O_WRONLY | O_CREAT | O_TRUNC));
-    ANNAL_RETURN_IF_ERROR(PwriteAll(fd.get(), data.data(), data.size(), 0, tmp));
+    uint64_t written_back = 0;
+    for (size_t at = 0; at < data.size();) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(kWriteBackChunkBytes, data.size() - at));
+      ANNAL_RETURN_IF_ERROR(PwriteAll(fd.get(), data.data() + at, n, at, tmp));
+      at += n;
+      ANNAL_RETURN_IF_ERROR(WriteBackGradually(fd.get(), tmp, at, &written_back));
+    }
     if (::fsync(fd.get()) != 0) return Status::FromErrno(errno, "fsync " + tmp);
   }
+  // The file being replaced stays open across the rename, so that its
+  // blocks are freed gradually rather than at once (FreeGradually).
+  auto old = Open(final_path, O_WRONLY);
   if (::rename(tmp.c_str(), final_path.c_str()) != 0)
     return Status::FromErrno(errno, "rename " + tmp + " to " + final_path);
-  return SyncDir(dir);
+  ANNAL_RETURN_IF_ERROR(SyncDir(dir));
+  // Best effort: closing the old file frees whatever this leaves.
+  if (old.ok()) (void)FreeGradually(old->get(), final_path, [] { return false; });
+  return Status::Ok();
 }
 
 Result<std::string> ReadWholeFile(const std::string& path) {

@@ -3,9 +3,11 @@
 // directory syncs. Every error names the path.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +32,9 @@ class Fd {
  private:
   int fd_ = -1;
 };
+
+// Offsets, lengths and buffers of direct I/O are multiples of this.
+inline constexpr size_t kDirectIoAlignment = 4096;
 
 // A heap buffer aligned for direct I/O. Grows, never shrinks.
 class AlignedBuffer {
@@ -56,15 +61,37 @@ Result<std::vector<std::string>> ListDir(const std::string& path);
 Result<Fd> Open(const std::string& path, int flags, int mode = 0644);
 Result<uint64_t> FileSize(int fd, const std::string& path);
 
+// Reads up to len bytes at offset, fewer only where the file ends; returns
+// how many.
+Result<size_t> PreadUpTo(int fd, void* buf, size_t len, uint64_t offset, const std::string& path);
 // Reads exactly len bytes at offset; a short read is kCorruption (the file
 // is shorter than its structure claims).
 Status PreadExact(int fd, void* buf, size_t len, uint64_t offset, const std::string& path);
 Status PwriteAll(int fd, const void* buf, size_t len, uint64_t offset, const std::string& path);
 Status Fdatasync(int fd, const std::string& path);
+// Shrinks the file open as `fd` to nothing, kFreeStepBytes at a time with a
+// pause of kFreeStepPause between steps, stopping early (leaving the rest to
+// its last close) once `stop` says so. On a filesystem mounted with online
+// discard, freeing a file's blocks all at once (the last close of an
+// unlinked file) is one long discard in front of every other request:
+// 64 MiB held this machine's disk for about 13 ms, and 1 MiB for 0.35 ms.
+inline constexpr uint64_t kFreeStepBytes = 1 << 20;
+inline constexpr std::chrono::microseconds kFreeStepPause{1000};
+Status FreeGradually(int fd, const std::string& path, const std::function<bool()>& stop);
+
+// For a file written sequentially in the background and fdatasynced at the
+// end: once `end` is kWriteBackChunkBytes past `*written_back`, starts
+// writing [*written_back, end) to the device and waits for what was started
+// before it, so the final fdatasync finds little left and the device never
+// gets the whole file in one burst in front of the log's syncs.
+inline constexpr uint64_t kWriteBackChunkBytes = 1 << 20;
+Status WriteBackGradually(int fd, const std::string& path, uint64_t end, uint64_t* written_back);
 Status SyncDir(const std::string& dir);
 
 // Replaces dir/name with `data` so that a crash leaves the old or the new
 // content, never a mix: write dir/name.tmp, fsync, rename, fsync dir.
+// Background-friendly: the data goes to the device as it is written
+// (WriteBackGradually) and the replaced file is freed a step at a time.
 Status WriteFileAtomically(const std::string& dir, const std::string& name,
                            const std::string& data);
 Result<std::string> ReadWholeFile(const std::string& path);

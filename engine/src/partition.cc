@@ -23,7 +23,9 @@ using format::kSegmentHeaderBytes;
 // segment they lie in.
 constexpr uint64_t kBackPointerWalkEvents = 256;
 // Direct writes start, end and sit in memory on this alignment.
-constexpr size_t kDirectIoAlignment = 4096;
+using fs::kDirectIoAlignment;
+// How often the finisher looks whether a retired segment's readers are gone.
+constexpr std::chrono::milliseconds kRetiredPollInterval{100};
 // How far ahead of its scan recovery asks the kernel to read.
 constexpr uint64_t kRecoveryReadaheadBytes = 16 * 1024 * 1024;
 
@@ -1351,7 +1353,18 @@ void Partition::FinisherLoop() {
     uint32_t id;
     {
       std::unique_lock lock(finish_mu_);
-      finish_cv_.wait(lock, [&] { return !to_finish_.empty() || finisher_stop_; });
+      auto ready = [&] { return !to_finish_.empty() || finisher_stop_; };
+      while (!ready()) {
+        if (retired_.empty()) {
+          finish_cv_.wait(lock, ready);
+          break;
+        }
+        // A retired segment waits for its last reader: look again soon.
+        if (finish_cv_.wait_for(lock, kRetiredPollInterval, ready)) break;
+        lock.unlock();
+        FreeRetired();
+        lock.lock();
+      }
       if (finisher_stop_) break;
       id = to_finish_.front();
       finishing_ = true;
@@ -1409,7 +1422,25 @@ Status Partition::Finish(uint32_t segment_id) {
   std::snprintf(ratio, sizeof ratio, "%.3f", sealed.raw_bytes ? double(sealed.stored_bytes) / double(sealed.raw_bytes) : 0.0);
   Log("sealed " + file->path + ": " + std::to_string(sealed.raw_bytes) + " log bytes in " +
       std::to_string(sealed.stored_bytes) + " (" + ratio + "), " + std::to_string(sealed.blocks) + " blocks");
+  retired_.push_back(std::move(file));
+  FreeRetired();
   return Status::Ok();
+}
+
+void Partition::FreeRetired() {
+  for (auto it = retired_.begin(); it != retired_.end();) {
+    // Only this list and readers hold a retired segment, and no reader can
+    // find it any more: a count of one stays one.
+    if (it->use_count() > 1) {
+      ++it;
+      continue;
+    }
+    const SegmentFile& f = **it;
+    Status s = fs::FreeGradually(f.fd.get(), f.path, [this] { return finisher_stop_.load(); });
+    // Harmless: the file is unlinked, and closing it frees what is left.
+    if (!s.ok()) Log("freeing the replaced log of " + f.path + " gradually failed: " + s.ToString());
+    it = retired_.erase(it);
+  }
 }
 
 // ---------------------------------------------------------------- checkpoints

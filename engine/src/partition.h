@@ -220,6 +220,9 @@ class Partition {
   void FinisherLoop();
   void QueueFinish(uint32_t segment_id);
   Status Finish(uint32_t segment_id);
+  // Frees the retired raw segments no reader holds any more, a step at a
+  // time (fs::FreeGradually).
+  void FreeRetired();
 
   // Reads.
   std::shared_ptr<SegmentFile> SegmentById(uint32_t id) const;  // takes mu_ shared
@@ -290,6 +293,10 @@ class Partition {
   std::deque<uint32_t> to_finish_;
   bool finishing_ = false;
   std::atomic<bool> finisher_stop_{false};
+  // Raw segments replaced by their sealed files (unlinked, still open), kept
+  // until no reader holds them so that their blocks are freed gradually
+  // rather than at once by the last close. Finisher thread only.
+  std::vector<std::shared_ptr<SegmentFile>> retired_;
 
   // The next segment, created ahead of need on prepare_thread_ so that a
   // roll does not wait for its zero-fill. The writer starts the thread and

@@ -562,6 +562,7 @@ class BlockWriter {
   std::vector<uint8_t> compressed_, round_trip_;
   std::vector<BlockEntry> entries_;
   uint64_t next_file_offset_ = kSegmentHeaderBytes;
+  uint64_t written_back_ = 0;  // bytes before this are on their way to the device
 };
 
 Status BlockWriter::Add(const std::vector<uint8_t>& raw, uint64_t logical_offset, uint64_t batch_offset,
@@ -592,7 +593,7 @@ Status BlockWriter::Add(const std::vector<uint8_t>& raw, uint64_t logical_offset
   ANNAL_RETURN_IF_ERROR(fs::PwriteAll(fd_, compressed_.data(), n, next_file_offset_, tmp_));
   next_file_offset_ += n;
   entries_.push_back(e);
-  return Status::Ok();
+  return fs::WriteBackGradually(fd_, tmp_, next_file_offset_, &written_back_);
 }
 
 Result<SealResult> BlockWriter::Finish(uint64_t data_end, uint64_t first_position,
@@ -688,6 +689,8 @@ Result<std::pair<uint64_t, uint64_t>> WriteBlocks(const SegmentFile& seg, uint64
   uint64_t pending_offset = kSegmentHeaderBytes;  // log offset of pending[pending_head]
   std::deque<BatchStart> starts;                 // batches starting at or after pending_offset
   std::optional<uint64_t> first, last;
+  ANNAL_ASSIGN_OR_RETURN(auto reader, SequentialSegmentReader::Open(seg));
+  SegmentReadFn read = [&reader](uint64_t at, size_t len, uint8_t* out) { return reader->Read(at, len, out); };
   auto cut = [&](size_t n) -> Status {
     ANNAL_RETURN_IF_ERROR(CheckCancelled(options, seg.path));
     while (!starts.empty() && starts.front().offset < pending_offset) starts.pop_front();
@@ -706,7 +709,7 @@ Result<std::pair<uint64_t, uint64_t>> WriteBlocks(const SegmentFile& seg, uint64
   };
   for (uint64_t offset = kSegmentHeaderBytes; offset < data_end;) {
     format::BatchHeader h;
-    ANNAL_ASSIGN_OR_RETURN(BatchCheck c, CheckBatchAt(seg, offset, &batch, &h));
+    ANNAL_ASSIGN_OR_RETURN(BatchCheck c, CheckBatchAt(seg, offset, read, &batch, &h));
     ANNAL_RETURN_IF_ERROR(VerifyBatch(seg, offset, data_end, c, h, batch, last));
     starts.push_back(BatchStart{offset, h.first_position, h.recorded_at_ns});
     pending.insert(pending.end(), batch.begin(), batch.end());

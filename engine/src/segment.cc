@@ -41,7 +41,7 @@ static constexpr size_t kZeroFillChunkBytes = 256 * 1024;
 static Status ZeroFill(const std::string& path, const format::SegmentHeader& header) {
   auto direct = fs::Open(path, O_WRONLY | O_DIRECT);
   ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, direct.ok() ? std::move(direct) : fs::Open(path, O_WRONLY));
-  constexpr size_t kAlign = 4096;
+  constexpr size_t kAlign = fs::kDirectIoAlignment;
   static_assert(kZeroFillChunkBytes % kAlign == 0);
   std::unique_ptr<uint8_t, decltype(&std::free)> chunk(
       static_cast<uint8_t*>(std::aligned_alloc(kAlign, kZeroFillChunkBytes)), &std::free);
@@ -149,10 +149,17 @@ Result<bool> ZeroFrom(const SegmentFile& seg, uint64_t from) {
 
 Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset,
                                 std::vector<uint8_t>* buf, format::BatchHeader* header) {
+  return CheckBatchAt(
+      seg, offset, [&seg](uint64_t at, size_t len, uint8_t* out) { return seg.Read(at, len, out); },
+      buf, header);
+}
+
+Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset, const SegmentReadFn& read,
+                                std::vector<uint8_t>* buf, format::BatchHeader* header) {
   using format::kBatchHeaderBytes;
   if (offset + kBatchHeaderBytes > seg.size_bytes) return BatchCheck{BatchCheck::kEnd, ""};
   uint8_t hb[kBatchHeaderBytes];
-  ANNAL_RETURN_IF_ERROR(seg.Read(offset, sizeof hb, hb));
+  ANNAL_RETURN_IF_ERROR(read(offset, sizeof hb, hb));
   if (AllZero(hb, sizeof hb)) return BatchCheck{BatchCheck::kEnd, ""};
   Status s = format::DecodeBatchHeader(hb, header);
   if (!s.ok()) {
@@ -168,12 +175,45 @@ Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset,
                       "batch runs past the end of the file", true};
   }
   buf->resize(header->length);
-  ANNAL_RETURN_IF_ERROR(seg.Read(offset, header->length, buf->data()));
+  ANNAL_RETURN_IF_ERROR(read(offset, header->length, buf->data()));
   uint64_t stored = format::Get64(buf->data() + header->length - format::kBatchTrailerBytes);
   if (stored == format::BatchChecksum(buf->data(), header->length))
     return BatchCheck{BatchCheck::kValid, "", true};
   if (stored == 0) return BatchCheck{BatchCheck::kTorn, "batch trailer was never written", true};
   return BatchCheck{BatchCheck::kCorrupt, "batch checksum mismatch", true};
+}
+
+Result<std::unique_ptr<SequentialSegmentReader>> SequentialSegmentReader::Open(const SegmentFile& seg) {
+  ANNAL_ASSERT(!seg.sealed);
+  auto direct = fs::Open(seg.path, O_RDONLY | O_DIRECT);
+  if (direct.ok())
+    return std::unique_ptr<SequentialSegmentReader>(new SequentialSegmentReader(seg, std::move(*direct)));
+  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::Open(seg.path, O_RDONLY));
+  (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);  // no read-ahead
+  return std::unique_ptr<SequentialSegmentReader>(new SequentialSegmentReader(seg, std::move(fd)));
+}
+
+Status SequentialSegmentReader::Read(uint64_t offset, size_t len, uint8_t* out) {
+  if (offset < window_start_ || offset + len > window_end_) ANNAL_RETURN_IF_ERROR(Fill(offset, len));
+  std::memcpy(out, window_.data() + (offset - window_start_), len);
+  return Status::Ok();
+}
+
+Status SequentialSegmentReader::Fill(uint64_t offset, size_t len) {
+  constexpr uint64_t kAlign = fs::kDirectIoAlignment;
+  uint64_t start = offset / kAlign * kAlign;
+  uint64_t end = std::max<uint64_t>(offset + len, start + kChunkBytes);
+  end = (end + kAlign - 1) / kAlign * kAlign;
+  size_t want = static_cast<size_t>(end - start);
+  window_.Reserve(want);
+  window_start_ = window_end_ = start;
+  // The file may end inside the last chunk: a short read is fine as long as
+  // it covers what was asked for.
+  ANNAL_ASSIGN_OR_RETURN(size_t got, fs::PreadUpTo(fd_.get(), window_.data(), want, start, seg_.path));
+  window_end_ = start + got;
+  if (offset + len > window_end_)
+    return CorruptionAt(seg_, window_end_, "file ends before offset " + std::to_string(offset + len));
+  return Status::Ok();
 }
 
 Status ForEachRecord(const SegmentFile& seg, uint64_t batch_offset, const uint8_t* batch,

@@ -88,6 +88,7 @@ Options BenchOptions() {
   options.partitions = static_cast<uint32_t>(EnvPositive("ANNAL_BENCH_PARTITIONS", kPartitions));
   options.segment_size_bytes =
       static_cast<uint64_t>(EnvPositive("ANNAL_BENCH_SEGMENT_MB", 64)) * 1024 * 1024;
+  if (const char* seal = std::getenv("ANNAL_BENCH_SEAL")) options.seal_segments = std::string_view(seal) != "0";
   if (std::getenv("ANNAL_BENCH_VERBOSE") == nullptr) options.log = [](const std::string&) {};
   return options;
 }

@@ -75,6 +75,22 @@ TEST_F(FsTest, FreeGraduallyOfAReadOnlyDescriptorIsAnErrorNamingTheFile) {
   EXPECT_EQ(Size(*fd), fs::kFreeStepBytes);
 }
 
+// A tool reading a live store's directory holds the file shared: the store
+// must not shrink it under the tool's reads.
+TEST_F(FsTest, FreeGraduallyLeavesAFileOthersHoldShared) {
+  fs::Fd fd = Create(Pattern(2 * fs::kFreeStepBytes));
+  ASSERT_TRUE(fd.valid());
+  {
+    auto reader = fs::OpenShared(Path(), O_RDONLY);
+    ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+    Status s = fs::FreeGradually(fd.get(), Path(), [] { return false; });
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+    EXPECT_EQ(Size(fd), 2 * fs::kFreeStepBytes);
+  }
+  ASSERT_TRUE(fs::FreeGradually(fd.get(), Path(), [] { return false; }).ok());
+  EXPECT_EQ(Size(fd), 0u);
+}
+
 TEST_F(FsTest, WriteBackGraduallyStartsOnceAChunkIsWritten) {
   const std::string data = Pattern(fs::kWriteBackChunkBytes * 5 / 2);
   auto fd = fs::Open(Path(), O_RDWR | O_CREAT | O_TRUNC);

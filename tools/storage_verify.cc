@@ -207,7 +207,7 @@ Result<std::shared_ptr<SegmentFile>> OpenReadOnly(const std::string& path, uint3
                                                   BlockCache* cache, std::string* alias,
                                                   bool* never_written) {
   *never_written = false;
-  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::Open(path, O_RDONLY));
+  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::OpenShared(path, O_RDONLY));
   ANNAL_ASSIGN_OR_RETURN(uint64_t size, fs::FileSize(fd.get(), path));
   uint8_t head[kSegmentHeaderBytes + format::kBatchHeaderBytes] = {};
   ANNAL_RETURN_IF_ERROR(

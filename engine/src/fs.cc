@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,6 +75,20 @@ Result<Fd> Open(const std::string& path, int flags, int mode) {
   return Fd(fd);
 }
 
+Result<Fd> OpenShared(const std::string& path, int flags) {
+  constexpr int kAttempts = 8;
+  for (int attempt = 1;; ++attempt) {
+    ANNAL_ASSIGN_OR_RETURN(Fd fd, Open(path, flags));
+    while (::flock(fd.get(), LOCK_SH) != 0)
+      if (errno != EINTR) return Status::FromErrno(errno, "lock " + path);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "fstat " + path);
+    // Still linked: it is the file the name stands for, and the lock keeps
+    // it whole. Unlinked: it was replaced (and maybe freed) meanwhile.
+    if (st.st_nlink > 0 || attempt == kAttempts) return fd;
+  }
+}
+
 Result<uint64_t> FileSize(int fd, const std::string& path) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, "fstat " + path);
@@ -118,6 +133,10 @@ Status PwriteAll(int fd, const void* buf, size_t len, uint64_t offset, const std
 }
 
 Status FreeGradually(int fd, const std::string& path, const std::function<bool()>& stop) {
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return Status::Unavailable(path + " is still open for reading elsewhere");
+    return Status::FromErrno(errno, "lock " + path);
+  }
   ANNAL_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd, path));
   while (size > 0 && !stop()) {
     size -= std::min(size, kFreeStepBytes);
@@ -178,7 +197,7 @@ Status WriteFileAtomically(const std::string& dir, const std::string& name,
 }
 
 Result<std::string> ReadWholeFile(const std::string& path) {
-  ANNAL_ASSIGN_OR_RETURN(Fd fd, Open(path, O_RDONLY));
+  ANNAL_ASSIGN_OR_RETURN(Fd fd, OpenShared(path, O_RDONLY));
   ANNAL_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd.get(), path));
   std::string data(size, '\0');
   ANNAL_RETURN_IF_ERROR(PreadExact(fd.get(), data.data(), size, 0, path));

@@ -59,6 +59,12 @@ bool Exists(const std::string& path);
 Status CreateDir(const std::string& path);
 Result<std::vector<std::string>> ListDir(const std::string& path);
 Result<Fd> Open(const std::string& path, int flags, int mode = 0644);
+// Opens a file of the store that the store may replace (segments, index
+// files, checkpoints) and holds a shared flock(2) on it while open, so that
+// FreeGradually leaves it alone: another process (a tool reading a live
+// store's directory) keeps reading what it opened. A file replaced between
+// the open and the lock is opened again by its name.
+Result<Fd> OpenShared(const std::string& path, int flags);
 Result<uint64_t> FileSize(int fd, const std::string& path);
 
 // Reads up to len bytes at offset, fewer only where the file ends; returns
@@ -71,7 +77,9 @@ Status PwriteAll(int fd, const void* buf, size_t len, uint64_t offset, const std
 Status Fdatasync(int fd, const std::string& path);
 // Shrinks the file open as `fd` to nothing, kFreeStepBytes at a time with a
 // pause of kFreeStepPause between steps, stopping early (leaving the rest to
-// its last close) once `stop` says so. On a filesystem mounted with online
+// its last close) once `stop` says so. It first takes an exclusive flock on
+// `fd`, and when another descriptor holds the file (OpenShared) it frees
+// nothing and returns kUnavailable: the file is still being read. On a filesystem mounted with online
 // discard, freeing a file's blocks all at once (the last close of an
 // unlinked file) is one long discard in front of every other request:
 // 64 MiB held this machine's disk for about 13 ms, and 1 MiB for 0.35 ms.

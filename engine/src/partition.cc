@@ -1429,14 +1429,19 @@ Status Partition::Finish(uint32_t segment_id) {
 
 void Partition::FreeRetired() {
   for (auto it = retired_.begin(); it != retired_.end();) {
-    // Only this list and readers hold a retired segment, and no reader can
-    // find it any more: a count of one stays one.
+    // Only this list and readers in this process hold a retired segment,
+    // and no reader can find it any more: a count of one stays one. Other
+    // processes' readers hold a shared flock, which FreeGradually respects.
     if (it->use_count() > 1) {
       ++it;
       continue;
     }
     const SegmentFile& f = **it;
     Status s = fs::FreeGradually(f.fd.get(), f.path, [this] { return finisher_stop_.load(); });
+    if (s.code() == StatusCode::kUnavailable) {  // another process still reads it
+      ++it;
+      continue;
+    }
     // Harmless: the file is unlinked, and closing it frees what is left.
     if (!s.ok()) Log("freeing the replaced log of " + f.path + " gradually failed: " + s.ToString());
     it = retired_.erase(it);

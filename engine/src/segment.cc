@@ -91,7 +91,7 @@ Result<std::shared_ptr<SegmentFile>> OpenSegment(const std::string& dir, uint32_
   // One descriptor decides what the file is and, unsealed, reads it: a
   // sealing that renames over the path meanwhile (tools read directories
   // annald is using) does not mix two versions of the file.
-  ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::Open(seg->path, open_flags));
+  ANNAL_ASSIGN_OR_RETURN(seg->fd, fs::OpenShared(seg->path, open_flags));
   ANNAL_ASSIGN_OR_RETURN(seg->size_bytes, fs::FileSize(seg->fd.get(), seg->path));
   if (seg->size_bytes < format::kSegmentHeaderBytes)
     return Status::Corruption(seg->path + ": shorter than a segment header");

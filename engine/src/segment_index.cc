@@ -189,7 +189,7 @@ Result<std::shared_ptr<SegmentIndex>> SegmentIndex::Open(const std::string& dir,
   std::shared_ptr<SegmentIndex> ix(new SegmentIndex());
   ix->path_ = fs::Join(dir, format::SegmentIndexFileName(segment_id));
   if (!fs::Exists(ix->path_)) return Status::NotFound(ix->path_ + ": no segment index");
-  ANNAL_ASSIGN_OR_RETURN(ix->fd_, fs::Open(ix->path_, O_RDONLY));
+  ANNAL_ASSIGN_OR_RETURN(ix->fd_, fs::OpenShared(ix->path_, O_RDONLY));
   ANNAL_ASSIGN_OR_RETURN(uint64_t size, fs::FileSize(ix->fd_.get(), ix->path_));
   if (size < format::kSegmentIndexHeaderBytes) return Bad(ix->path_, 0, "shorter than its header");
   uint8_t h[format::kSegmentIndexHeaderBytes];

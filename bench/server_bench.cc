@@ -22,7 +22,8 @@
 //
 // Settings (environment): ANNAL_BENCH_DIR, ANNAL_BENCH_SECONDS (default 3),
 // ANNAL_BENCH_SETTLE_MS (1500), ANNAL_BENCH_TICK_US (100),
-// ANNAL_BENCH_VERBOSE (annald's log on stderr).
+// ANNAL_BENCH_VERBOSE (annald's log on stderr), ANNAL_BENCH_ANNALD_ARGS
+// (more flags for annald).
 //
 // Latency counters are in microseconds:
 //   p50_us ...         append: from the send (closed loop) or the scheduled
@@ -474,12 +475,22 @@ class LoopbackLoad {
   Status error_;
 };
 
+// ANNAL_BENCH_ANNALD_ARGS: more flags for annald, separated by spaces
+// (for A/B runs of its settings, e.g. "--tail-cache-mb 0").
+std::vector<std::string> AnnaldArgs() {
+  std::vector<std::string> args;
+  const char* text = std::getenv("ANNAL_BENCH_ANNALD_ARGS");
+  std::istringstream in(text ? text : "");
+  for (std::string arg; in >> arg;) args.push_back(arg);
+  return args;
+}
+
 // Starts annald on a fresh directory, runs `spec` against it, stops annald
 // and reports. Returns false (after SkipWithError) on failure.
 bool RunAgainstAnnald(benchmark::State& state, const std::string& name, LoadSpec spec,
                       LoadOutcome* out) {
   ScratchDir dir(name);
-  auto annald = testing::AnnaldProcess::Start(dir.path() / "data");
+  auto annald = testing::AnnaldProcess::Start(dir.path() / "data", AnnaldArgs());
   if (!annald.ok()) {
     state.SkipWithError(annald.status().ToString().c_str());
     return false;

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   options.seal_zstd_level = config->seal_zstd_level;
   options.seal_compress_literals = config->seal_compress_literals;
   options.block_cache_bytes = config->block_cache_mb * 1024 * 1024;
+  options.tail_cache_bytes = config->tail_cache_mb * 1024 * 1024;
   options.log = Log;
   auto store = annal::Store::Open(config->data_dir, options);
   if (!store.ok()) {

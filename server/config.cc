@@ -197,6 +197,9 @@ Result<ServerConfig> ParseConfig(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--block-cache-mb", c.block_cache_mb, "memory for decompressed blocks and index pages, MiB")
       ->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  app.add_option("--tail-cache-mb", c.tail_cache_mb,
+                 "per partition: the newest log bytes kept in memory for readers close behind the writer, MiB")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 14));
   app.add_option("--max-frame-bytes", c.max_frame_bytes, "largest frame accepted or sent")
       ->capture_default_str()->check(CLI::Range(protocol::kMinMaxFrameBytes, 256u << 20));
   app.add_option("--max-events-per-append", c.max_events_per_append, "events in one append")

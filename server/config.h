@@ -34,6 +34,7 @@ struct ServerConfig {
   int seal_zstd_level = 3;
   bool seal_compress_literals = false;
   uint64_t block_cache_mb = 256;
+  uint64_t tail_cache_mb = 16;
   // Limits.
   uint32_t max_frame_bytes = protocol::kDefaultMaxFrameBytes;
   uint32_t max_events_per_append = 10'000;

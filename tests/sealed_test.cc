@@ -855,6 +855,44 @@ TEST_F(SealedTest, RefusesADataEndThatLeavesBatchesOut) {
 
 // --- the cache on its own
 
+// The tail cache holds the newest `capacity` bytes of a segment, whatever
+// the sizes of the additions, and answers only reads it holds whole.
+TEST(TailCacheTest, HoldsTheNewestBytesAndOnlyThose) {
+  constexpr size_t kCapacity = 1000;
+  constexpr uint64_t kStart = 64;
+  TailCache cache(kCapacity, kStart);
+  std::string log;  // what was added, from kStart
+  std::mt19937_64 rng(3);
+  uint8_t out[2 * kCapacity];
+  for (int i = 0; i < 300; ++i) {
+    // Mostly small additions, now and then one larger than the ring.
+    size_t n = i % 37 == 0 ? kCapacity + 1 + rng() % 500 : 1 + rng() % 300;
+    std::string add(n, '\0');
+    for (char& c : add) c = static_cast<char>(rng());
+    cache.Add(kStart + log.size(), reinterpret_cast<const uint8_t*>(add.data()), add.size());
+    log += add;
+    const uint64_t end = kStart + log.size();
+    const uint64_t held_from = std::max<uint64_t>(kStart, end - std::min<uint64_t>(end, kCapacity));
+    // A read of held bytes, wrapping around the ring's end or not.
+    uint64_t from = held_from + rng() % (end - held_from);
+    size_t len = static_cast<size_t>(rng() % (end - from + 1));
+    ASSERT_TRUE(cache.Read(from, len, out)) << "add " << i;
+    ASSERT_EQ(std::string(reinterpret_cast<char*>(out), len), log.substr(from - kStart, len)) << "add " << i;
+    // Reads reaching before what is held, or past the end, are refused.
+    if (held_from > kStart) {
+      EXPECT_FALSE(cache.Read(held_from - 1, 2, out));
+    }
+    EXPECT_FALSE(cache.Read(end - 1, 2, out));
+  }
+  EXPECT_TRUE(cache.Read(kStart + log.size() - kCapacity, kCapacity, out));
+  EXPECT_FALSE(cache.Read(kStart + log.size() - kCapacity - 1, kCapacity + 1, out));
+  // Released: every read misses, additions are dropped.
+  cache.Release();
+  EXPECT_FALSE(cache.Read(kStart + log.size() - 1, 1, out));
+  cache.Add(kStart + log.size(), out, 10);
+  EXPECT_FALSE(cache.Read(kStart + log.size(), 10, out));
+}
+
 BlockCache::Bytes MakeBytes(size_t size, uint8_t fill) {
   return std::make_shared<const std::vector<uint8_t>>(size, fill);
 }

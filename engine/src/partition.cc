@@ -424,6 +424,9 @@ Status Partition::ApplyRecord(SegmentSlot& slot, const format::RecordView& r, ui
 Status Partition::StartWriter(Sequencer* sequencer) {
   sequencer_ = sequencer;
   ANNAL_ASSIGN_OR_RETURN(io_, config_.env->NewLogWriterIo());
+  // No reader runs before the store is open, so the active segment, already
+  // shared, may get its tail cache here.
+  active_->tail = NewTailCache(write_offset_);
   ANNAL_RETURN_IF_ERROR(OpenForWriting());
   if (!prepared_) StartPreparing();
   writer_ = std::thread([this] { WriterLoop(); });
@@ -701,6 +704,11 @@ Status Partition::OpenForWriting() {
                         active_->path);
 }
 
+std::shared_ptr<TailCache> Partition::NewTailCache(uint64_t start) const {
+  if (config_.tail_cache_bytes == 0) return nullptr;
+  return std::make_shared<TailCache>(std::min<uint64_t>(config_.tail_cache_bytes, config_.segment_bytes), start);
+}
+
 void Partition::StartPreparing() {
   ANNAL_ASSERT(!prepare_thread_.joinable() && !prepared_);
   if (active_->id >= format::kMaxSegmentId) return;
@@ -729,6 +737,11 @@ Status Partition::Roll() {
   if (!seg || seg->id != h.segment_id) {
     ANNAL_ASSIGN_OR_RETURN(seg, CreateSegment(config_.dir, h));
   }
+  // The segment just filled keeps its tail for readers still behind; the
+  // one before it gives its memory back.
+  if (previous_tail_) previous_tail_->Release();
+  previous_tail_ = active_->tail;
+  seg->tail = NewTailCache(kSegmentHeaderBytes);
   {
     std::unique_lock lock(mu_);
     segments_.push_back(SegmentSlot{seg, SegmentSummary{seg->id, kSegmentHeaderBytes, 0, 0, 0, 0, {}},
@@ -830,6 +843,8 @@ void Partition::Acknowledge() {
 }
 
 void Partition::Publish(const Batch& b) {
+  // Before the batch is published, so that a reader who sees it finds its bytes here.
+  if (b.segment->tail) b.segment->tail->Add(b.file_offset, b.bytes.data(), b.bytes.size());
   std::unique_lock lock(mu_);
   SegmentSlot& slot = segments_.back();
   ANNAL_ASSERT(slot.file == b.segment && slot.building);

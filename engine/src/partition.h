@@ -65,6 +65,7 @@ struct PartitionConfig {
   size_t seal_block_bytes = 0;
   int seal_level = 3;
   bool seal_compress_literals = false;
+  size_t tail_cache_bytes = 0;  // 0: no tail cache
   std::function<void(const std::string&)> log;
 };
 
@@ -216,6 +217,9 @@ class Partition {
   void FailStop(const Status& why);
   Status FailedStatus();
 
+  // A tail cache for the active segment from `start`, or none when off.
+  std::shared_ptr<TailCache> NewTailCache(uint64_t start) const;
+
   // Finisher thread: writes full segments' indexes, then seals them.
   void FinisherLoop();
   void QueueFinish(uint32_t segment_id);
@@ -272,6 +276,8 @@ class Partition {
   std::thread writer_;
   std::shared_ptr<SegmentFile> active_;
   uint64_t write_offset_ = 0;
+  // The tail cache of the segment before active_, released at the next roll.
+  std::shared_ptr<TailCache> previous_tail_;
   // gathering_ -> inflight_ (written) -> acked_ (durable, being answered).
   Batch inflight_, gathering_, acked_;
   // Direct I/O of the active segment (see Submit): a descriptor opened with

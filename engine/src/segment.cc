@@ -16,8 +16,54 @@ Status CorruptionAt(const SegmentFile& seg, uint64_t offset, const std::string& 
   return Status::Corruption(seg.path + " at offset " + std::to_string(offset) + ": " + why);
 }
 
+TailCache::TailCache(size_t capacity, uint64_t start)
+    : ring_(new uint8_t[capacity]), capacity_(capacity), start_(start), end_(start) {
+  ANNAL_ASSERT(capacity > 0);
+}
+
+template <typename Fn>
+void TailCache::ForEachPiece(uint64_t offset, size_t len, Fn fn) const {
+  for (size_t done = 0; done < len;) {
+    size_t at = static_cast<size_t>((offset + done) % capacity_);
+    size_t n = std::min(len - done, capacity_ - at);
+    fn(at, done, n);
+    done += n;
+  }
+}
+
+void TailCache::Add(uint64_t offset, const uint8_t* data, size_t len) {
+  std::lock_guard lock(mu_);
+  if (!ring_) return;
+  ANNAL_ASSERT(offset == end_);
+  if (len > capacity_) {  // only the last capacity_ bytes can be kept
+    data += len - capacity_;
+    offset += len - capacity_;
+    len = capacity_;
+  }
+  ForEachPiece(offset, len, [&](size_t ring_at, size_t flat_at, size_t n) {
+    std::memcpy(ring_.get() + ring_at, data + flat_at, n);
+  });
+  end_ = offset + len;
+  start_ = std::max(start_, end_ > capacity_ ? end_ - capacity_ : 0);
+}
+
+bool TailCache::Read(uint64_t offset, size_t len, uint8_t* out) const {
+  std::lock_guard lock(mu_);
+  if (!ring_ || offset < start_ || offset + len > end_) return false;
+  ForEachPiece(offset, len, [&](size_t ring_at, size_t flat_at, size_t n) {
+    std::memcpy(out + flat_at, ring_.get() + ring_at, n);
+  });
+  return true;
+}
+
+void TailCache::Release() {
+  std::lock_guard lock(mu_);
+  ring_.reset();
+}
+
 Status SegmentFile::Read(uint64_t offset, size_t len, uint8_t* out) const {
   if (sealed) return sealed->Read(offset, len, out);
+  if (tail && tail->Read(offset, len, out)) return Status::Ok();
   return fs::PreadExact(fd.get(), out, len, offset, path);
 }
 

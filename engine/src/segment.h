@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,40 @@ namespace annal {
 class SealedSegment;
 class BlockCache;
 
+// The newest bytes of an unsealed segment's log, kept in memory for readers
+// close behind the writer (live subscriptions, reads of recent events). The
+// log is written with direct I/O, which leaves nothing in the page cache,
+// so without it every such read went to the device, in front of the log's
+// own syncs, and with the kernel's read-ahead into the zeros past the end
+// of the data (docs/benchmarks.md). The writer adds each batch once it is
+// durable; a ring holds the last `capacity` bytes.
+class TailCache {
+ public:
+  // Empty; the first byte added will be the segment's byte at `start`.
+  TailCache(size_t capacity, uint64_t start);
+  // Adds the segment's bytes [offset, offset + len); `offset` is where the
+  // last addition ended.
+  void Add(uint64_t offset, const uint8_t* data, size_t len);
+  // Copies [offset, offset + len) and returns true when it is all held.
+  bool Read(uint64_t offset, size_t len, uint8_t* out) const;
+  // Frees the memory; from then on every read misses and additions are
+  // dropped.
+  void Release();
+
+ private:
+  // Calls fn(ring index, offset from `offset`, length) for the one or two
+  // contiguous pieces of the ring that hold the segment's [offset, offset + len).
+  template <typename Fn>
+  void ForEachPiece(uint64_t offset, size_t len, Fn fn) const;
+
+  mutable std::mutex mu_;
+  // Segment byte b sits at ring_[b % capacity_]. Not zeroed: memory is
+  // touched as the log fills it.
+  std::unique_ptr<uint8_t[]> ring_;
+  size_t capacity_;
+  uint64_t start_, end_;  // held: [start_, end_)
+};
+
 struct SegmentFile {
   uint32_t id = 0;
   std::string path;
@@ -32,9 +67,12 @@ struct SegmentFile {
   // Set when the file is sealed (sealed.h). The log then reads as it was
   // written, and size_bytes and capacity_bytes are the end of its data.
   std::shared_ptr<SealedSegment> sealed;
+  // Set before the segment is shared when it is written to (the active one);
+  // never changed after.
+  std::shared_ptr<TailCache> tail;
 
-  // Reads `len` bytes of the log at `offset`: from the file, or from a
-  // sealed file's verified blocks.
+  // Reads `len` bytes of the log at `offset`: from the tail cache, from the
+  // file, or from a sealed file's verified blocks.
   Status Read(uint64_t offset, size_t len, uint8_t* out) const;
 };
 

@@ -213,6 +213,7 @@ Status StoreImpl::RecoverPartitions() {
     c.seal_block_bytes = options_.seal_block_bytes;
     c.seal_level = options_.seal_zstd_level;
     c.seal_compress_literals = options_.seal_compress_literals;
+    c.tail_cache_bytes = options_.tail_cache_bytes;
     partitions_.push_back(std::make_unique<Partition>(std::move(c)));
   }
   // Partitions recover independently; use every core.

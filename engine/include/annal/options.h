@@ -61,6 +61,12 @@ struct Options {
   // often: reads it misses decompress a block per event of a scattered
   // stream (docs/benchmarks.md, "Scale").
   size_t block_cache_bytes = 256ull * 1024 * 1024;
+  // The newest bytes of each partition's log kept in memory for readers
+  // close behind the writer (live subscriptions, reads of recent events),
+  // which otherwise read the device: the log is written with direct I/O
+  // and is not in the page cache. Per partition, for the segment being
+  // written and the one before it until that is sealed; 0 turns it off.
+  size_t tail_cache_bytes = 16ull * 1024 * 1024;
 
   // Where the write path reaches the OS; nullptr means Env::Default().
   // Not owned; must outlive the store.

@@ -886,11 +886,20 @@ TEST(TailCacheTest, HoldsTheNewestBytesAndOnlyThose) {
   }
   EXPECT_TRUE(cache.Read(kStart + log.size() - kCapacity, kCapacity, out));
   EXPECT_FALSE(cache.Read(kStart + log.size() - kCapacity - 1, kCapacity + 1, out));
-  // Released: every read misses, additions are dropped.
-  cache.Release();
+  // Its ring taken: every read misses, additions are dropped.
+  std::unique_ptr<uint8_t[]> ring = cache.TakeRing();
+  ASSERT_NE(ring, nullptr);
   EXPECT_FALSE(cache.Read(kStart + log.size() - 1, 1, out));
   cache.Add(kStart + log.size(), out, 10);
   EXPECT_FALSE(cache.Read(kStart + log.size(), 10, out));
+  // A cache on the taken ring starts empty, whatever the ring still holds.
+  TailCache next(kCapacity, kStart, std::move(ring));
+  EXPECT_FALSE(next.Read(kStart, 1, out));
+  const uint8_t fresh[3] = {7, 8, 9};
+  next.Add(kStart, fresh, sizeof fresh);
+  ASSERT_TRUE(next.Read(kStart, sizeof fresh, out));
+  EXPECT_EQ(std::memcmp(out, fresh, sizeof fresh), 0);
+  EXPECT_FALSE(next.Read(kStart, sizeof fresh + 1, out));
 }
 
 BlockCache::Bytes MakeBytes(size_t size, uint8_t fill) {

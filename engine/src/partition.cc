@@ -704,9 +704,10 @@ Status Partition::OpenForWriting() {
                         active_->path);
 }
 
-std::shared_ptr<TailCache> Partition::NewTailCache(uint64_t start) const {
+std::shared_ptr<TailCache> Partition::NewTailCache(uint64_t start, std::unique_ptr<uint8_t[]> ring) const {
   if (config_.tail_cache_bytes == 0) return nullptr;
-  return std::make_shared<TailCache>(std::min<uint64_t>(config_.tail_cache_bytes, config_.segment_bytes), start);
+  return std::make_shared<TailCache>(std::min<uint64_t>(config_.tail_cache_bytes, config_.segment_bytes), start,
+                                     std::move(ring));
 }
 
 void Partition::StartPreparing() {
@@ -738,10 +739,10 @@ Status Partition::Roll() {
     ANNAL_ASSIGN_OR_RETURN(seg, CreateSegment(config_.dir, h));
   }
   // The segment just filled keeps its tail for readers still behind; the
-  // one before it gives its memory back.
-  if (previous_tail_) previous_tail_->Release();
+  // one before it hands its ring to the new segment.
+  std::unique_ptr<uint8_t[]> ring = previous_tail_ ? previous_tail_->TakeRing() : nullptr;
   previous_tail_ = active_->tail;
-  seg->tail = NewTailCache(kSegmentHeaderBytes);
+  seg->tail = NewTailCache(kSegmentHeaderBytes, std::move(ring));
   {
     std::unique_lock lock(mu_);
     segments_.push_back(SegmentSlot{seg, SegmentSummary{seg->id, kSegmentHeaderBytes, 0, 0, 0, 0, {}},

@@ -217,8 +217,9 @@ class Partition {
   void FailStop(const Status& why);
   Status FailedStatus();
 
-  // A tail cache for the active segment from `start`, or none when off.
-  std::shared_ptr<TailCache> NewTailCache(uint64_t start) const;
+  // A tail cache for the active segment from `start` (in `ring` when
+  // given), or none when off.
+  std::shared_ptr<TailCache> NewTailCache(uint64_t start, std::unique_ptr<uint8_t[]> ring = nullptr) const;
 
   // Finisher thread: writes full segments' indexes, then seals them.
   void FinisherLoop();
@@ -276,7 +277,8 @@ class Partition {
   std::thread writer_;
   std::shared_ptr<SegmentFile> active_;
   uint64_t write_offset_ = 0;
-  // The tail cache of the segment before active_, released at the next roll.
+  // The tail cache of the segment before active_; its ring goes to the
+  // next segment at the next roll.
   std::shared_ptr<TailCache> previous_tail_;
   // gathering_ -> inflight_ (written) -> acked_ (durable, being answered).
   Batch inflight_, gathering_, acked_;

@@ -16,8 +16,9 @@ Status CorruptionAt(const SegmentFile& seg, uint64_t offset, const std::string& 
   return Status::Corruption(seg.path + " at offset " + std::to_string(offset) + ": " + why);
 }
 
-TailCache::TailCache(size_t capacity, uint64_t start)
-    : ring_(new uint8_t[capacity]), capacity_(capacity), start_(start), end_(start) {
+TailCache::TailCache(size_t capacity, uint64_t start, std::unique_ptr<uint8_t[]> ring)
+    : ring_(ring ? std::move(ring) : std::unique_ptr<uint8_t[]>(new uint8_t[capacity])),
+      capacity_(capacity), start_(start), end_(start) {
   ANNAL_ASSERT(capacity > 0);
 }
 
@@ -56,9 +57,9 @@ bool TailCache::Read(uint64_t offset, size_t len, uint8_t* out) const {
   return true;
 }
 
-void TailCache::Release() {
+std::unique_ptr<uint8_t[]> TailCache::TakeRing() {
   std::lock_guard lock(mu_);
-  ring_.reset();
+  return std::move(ring_);
 }
 
 Status SegmentFile::Read(uint64_t offset, size_t len, uint8_t* out) const {

@@ -33,16 +33,19 @@ class BlockCache;
 // durable; a ring holds the last `capacity` bytes.
 class TailCache {
  public:
-  // Empty; the first byte added will be the segment's byte at `start`.
-  TailCache(size_t capacity, uint64_t start);
+  // Empty; the first byte added will be the segment's byte at `start`. The
+  // ring is `ring` when given (from TakeRing, at least `capacity` bytes):
+  // reusing one costs the writer nothing, where freeing 16 MiB of touched
+  // memory took it about 3 ms.
+  TailCache(size_t capacity, uint64_t start, std::unique_ptr<uint8_t[]> ring = nullptr);
   // Adds the segment's bytes [offset, offset + len); `offset` is where the
   // last addition ended.
   void Add(uint64_t offset, const uint8_t* data, size_t len);
   // Copies [offset, offset + len) and returns true when it is all held.
   bool Read(uint64_t offset, size_t len, uint8_t* out) const;
-  // Frees the memory; from then on every read misses and additions are
-  // dropped.
-  void Release();
+  // Gives up the ring (for another TailCache to reuse); from then on every
+  // read misses and additions are dropped.
+  std::unique_ptr<uint8_t[]> TakeRing();
 
  private:
   // Calls fn(ring index, offset from `offset`, length) for the one or two

@@ -112,6 +112,10 @@ std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store,
       {"annal_sealed_segments", "Segments recompressed with zstd.", "gauge", &PartitionStats::sealed_segments},
       {"annal_sealed_raw_bytes", "Log bytes held by sealed segments.", "gauge", &PartitionStats::sealed_raw_bytes},
       {"annal_sealed_stored_bytes", "Bytes of sealed segment files.", "gauge", &PartitionStats::sealed_stored_bytes},
+      {"annal_tail_cache_hits_total", "Reads of unsealed segments served from the tail cache.", "counter",
+       &PartitionStats::tail_cache_hits},
+      {"annal_tail_cache_misses_total", "Reads of unsealed segments that read the file.", "counter",
+       &PartitionStats::tail_cache_misses},
   };
   for (const PerPartition& f : kFields) {
     o << "# HELP " << f.name << ' ' << f.help << "\n# TYPE " << f.name << ' ' << f.type << '\n';

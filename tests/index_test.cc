@@ -413,6 +413,14 @@ TEST(SealedStoreTest, ReadsWhileSegmentsAreSealedAndFreedAllSucceed) {
   EXPECT_TRUE(failures.empty()) << failures.size() << " reads failed, the first: " << failures.front();
   EXPECT_GT(reads.load(), 100u);
   EXPECT_GE(Sealed(**store), 4u);
+  // Reads near the head came from the tail cache, older ones from the files.
+  uint64_t hits = 0, misses = 0;
+  for (const PartitionStats& p : (*store)->GetStats().partitions) {
+    hits += p.tail_cache_hits;
+    misses += p.tail_cache_misses;
+  }
+  EXPECT_GT(hits, 0u);
+  EXPECT_GT(misses, 0u);
   ASSERT_NO_FATAL_FAILURE(CheckReads(**store, w, 4));
 }
 

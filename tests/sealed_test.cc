@@ -860,7 +860,8 @@ TEST_F(SealedTest, RefusesADataEndThatLeavesBatchesOut) {
 TEST(TailCacheTest, HoldsTheNewestBytesAndOnlyThose) {
   constexpr size_t kCapacity = 1000;
   constexpr uint64_t kStart = 64;
-  TailCache cache(kCapacity, kStart);
+  auto counters = std::make_shared<TailCache::Counters>();
+  TailCache cache(kCapacity, kStart, counters);
   std::string log;  // what was added, from kStart
   std::mt19937_64 rng(3);
   uint8_t out[2 * kCapacity];
@@ -893,13 +894,19 @@ TEST(TailCacheTest, HoldsTheNewestBytesAndOnlyThose) {
   cache.Add(kStart + log.size(), out, 10);
   EXPECT_FALSE(cache.Read(kStart + log.size(), 10, out));
   // A cache on the taken ring starts empty, whatever the ring still holds.
-  TailCache next(kCapacity, kStart, std::move(ring));
+  const uint64_t hits = counters->hits.load(), misses = counters->misses.load();
+  EXPECT_GT(hits, 300u);
+  EXPECT_GT(misses, 300u);
+  TailCache next(kCapacity, kStart, counters, std::move(ring));
   EXPECT_FALSE(next.Read(kStart, 1, out));
   const uint8_t fresh[3] = {7, 8, 9};
   next.Add(kStart, fresh, sizeof fresh);
   ASSERT_TRUE(next.Read(kStart, sizeof fresh, out));
   EXPECT_EQ(std::memcmp(out, fresh, sizeof fresh), 0);
   EXPECT_FALSE(next.Read(kStart, sizeof fresh + 1, out));
+  // Both caches count into the partition's counters.
+  EXPECT_EQ(counters->hits.load(), hits + 1);
+  EXPECT_EQ(counters->misses.load(), misses + 2);
 }
 
 BlockCache::Bytes MakeBytes(size_t size, uint8_t fill) {

@@ -96,6 +96,8 @@ TEST(ServerTest, MetricsEndpointServesPrometheusText) {
   EXPECT_EQ(page.find("annal_index_memory_bytes{partition=\"0\"} 0\n"), std::string::npos) << page;
   EXPECT_NE(page.find("annal_sealed_segments{partition=\"0\"} 0\n"), std::string::npos);
   EXPECT_NE(page.find("\nannal_block_cache_hits_total "), std::string::npos);
+  EXPECT_NE(page.find("\nannal_tail_cache_hits_total{partition=\"0\"} "), std::string::npos);
+  EXPECT_NE(page.find("\nannal_tail_cache_misses_total{partition=\"0\"} "), std::string::npos);
   EXPECT_NE(page.find("annal_durable_head_position 5"), std::string::npos);
   EXPECT_NE(HttpGet((*server)->metrics_port(), "/other").find("404 Not Found"), std::string::npos);
   ::close(fd);

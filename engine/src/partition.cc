@@ -707,7 +707,7 @@ Status Partition::OpenForWriting() {
 std::shared_ptr<TailCache> Partition::NewTailCache(uint64_t start, std::unique_ptr<uint8_t[]> ring) const {
   if (config_.tail_cache_bytes == 0) return nullptr;
   return std::make_shared<TailCache>(std::min<uint64_t>(config_.tail_cache_bytes, config_.segment_bytes), start,
-                                     std::move(ring));
+                                     tail_counters_, std::move(ring));
 }
 
 void Partition::StartPreparing() {
@@ -1333,6 +1333,8 @@ PartitionStats Partition::Stats() const {
   s.fail_stopped = stat_fail_stopped_.load();
   s.sync_seconds = sync_seconds_.Take();
   s.batch_events = batch_events_.Take();
+  s.tail_cache_hits = tail_counters_->hits.load(std::memory_order_relaxed);
+  s.tail_cache_misses = tail_counters_->misses.load(std::memory_order_relaxed);
   std::shared_lock lock(mu_);
   s.streams = streams_.size();
   s.segments = segments_.size();

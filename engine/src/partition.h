@@ -280,6 +280,7 @@ class Partition {
   // The tail cache of the segment before active_; its ring goes to the
   // next segment at the next roll.
   std::shared_ptr<TailCache> previous_tail_;
+  const std::shared_ptr<TailCache::Counters> tail_counters_ = std::make_shared<TailCache::Counters>();
   // gathering_ -> inflight_ (written) -> acked_ (durable, being answered).
   Batch inflight_, gathering_, acked_;
   // Direct I/O of the active segment (see Submit): a descriptor opened with

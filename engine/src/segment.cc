@@ -16,10 +16,11 @@ Status CorruptionAt(const SegmentFile& seg, uint64_t offset, const std::string& 
   return Status::Corruption(seg.path + " at offset " + std::to_string(offset) + ": " + why);
 }
 
-TailCache::TailCache(size_t capacity, uint64_t start, std::unique_ptr<uint8_t[]> ring)
+TailCache::TailCache(size_t capacity, uint64_t start, std::shared_ptr<Counters> counters,
+                     std::unique_ptr<uint8_t[]> ring)
     : ring_(ring ? std::move(ring) : std::unique_ptr<uint8_t[]>(new uint8_t[capacity])),
-      capacity_(capacity), start_(start), end_(start) {
-  ANNAL_ASSERT(capacity > 0);
+      capacity_(capacity), start_(start), end_(start), counters_(std::move(counters)) {
+  ANNAL_ASSERT(capacity > 0 && counters_ != nullptr);
 }
 
 template <typename Fn>
@@ -50,7 +51,11 @@ void TailCache::Add(uint64_t offset, const uint8_t* data, size_t len) {
 
 bool TailCache::Read(uint64_t offset, size_t len, uint8_t* out) const {
   std::lock_guard lock(mu_);
-  if (!ring_ || offset < start_ || offset + len > end_) return false;
+  if (!ring_ || offset < start_ || offset + len > end_) {
+    counters_->misses.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  counters_->hits.fetch_add(1, std::memory_order_relaxed);
   ForEachPiece(offset, len, [&](size_t ring_at, size_t flat_at, size_t n) {
     std::memcpy(out + flat_at, ring_.get() + ring_at, n);
   });

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -33,11 +34,18 @@ class BlockCache;
 // durable; a ring holds the last `capacity` bytes.
 class TailCache {
  public:
+  // Reads served and missed, shared by a partition's caches.
+  struct Counters {
+    std::atomic<uint64_t> hits{0};
+    std::atomic<uint64_t> misses{0};
+  };
+
   // Empty; the first byte added will be the segment's byte at `start`. The
   // ring is `ring` when given (from TakeRing, at least `capacity` bytes):
   // reusing one costs the writer nothing, where freeing 16 MiB of touched
   // memory took it about 3 ms.
-  TailCache(size_t capacity, uint64_t start, std::unique_ptr<uint8_t[]> ring = nullptr);
+  TailCache(size_t capacity, uint64_t start, std::shared_ptr<Counters> counters,
+            std::unique_ptr<uint8_t[]> ring = nullptr);
   // Adds the segment's bytes [offset, offset + len); `offset` is where the
   // last addition ended.
   void Add(uint64_t offset, const uint8_t* data, size_t len);
@@ -59,6 +67,7 @@ class TailCache {
   std::unique_ptr<uint8_t[]> ring_;
   size_t capacity_;
   uint64_t start_, end_;  // held: [start_, end_)
+  std::shared_ptr<Counters> counters_;
 };
 
 struct SegmentFile {

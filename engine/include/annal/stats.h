@@ -52,6 +52,10 @@ struct PartitionStats {
   uint64_t sealed_stored_bytes = 0;
   // Bytes of memory the stream index takes (table and its side structures).
   uint64_t index_memory_bytes = 0;
+  // Reads of unsealed segments served by the tail cache
+  // (Options::tail_cache_bytes), and those that read the file instead.
+  uint64_t tail_cache_hits = 0;
+  uint64_t tail_cache_misses = 0;
   bool fail_stopped = false;
   Histogram::Snapshot sync_seconds;   // write + sync of one batch
   Histogram::Snapshot batch_events;   // events per batch

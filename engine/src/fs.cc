@@ -75,6 +75,12 @@ Result<Fd> Open(const std::string& path, int flags, int mode) {
   return Fd(fd);
 }
 
+Result<Fd> OpenDirectIfPossible(const std::string& path, int flags, bool* direct) {
+  auto fd = Open(path, flags | O_DIRECT);
+  if (direct) *direct = fd.ok();
+  return fd.ok() ? std::move(fd) : Open(path, flags);
+}
+
 Result<Fd> OpenShared(const std::string& path, int flags) {
   constexpr int kAttempts = 8;
   for (int attempt = 1;; ++attempt) {

@@ -59,6 +59,9 @@ bool Exists(const std::string& path);
 Status CreateDir(const std::string& path);
 Result<std::vector<std::string>> ListDir(const std::string& path);
 Result<Fd> Open(const std::string& path, int flags, int mode = 0644);
+// Opens with O_DIRECT added to `flags`, or without it where the filesystem
+// refuses direct I/O (tmpfs); `*direct`, when given, says which.
+Result<Fd> OpenDirectIfPossible(const std::string& path, int flags, bool* direct = nullptr);
 // Opens a file of the store that the store may replace (segments, index
 // files, checkpoints) and holds a shared flock(2) on it while open, so that
 // FreeGradually leaves it alone: another process (a tool reading a live
@@ -79,10 +82,11 @@ Status Fdatasync(int fd, const std::string& path);
 // pause of kFreeStepPause between steps, stopping early (leaving the rest to
 // its last close) once `stop` says so. It first takes an exclusive flock on
 // `fd`, and when another descriptor holds the file (OpenShared) it frees
-// nothing and returns kUnavailable: the file is still being read. On a filesystem mounted with online
-// discard, freeing a file's blocks all at once (the last close of an
-// unlinked file) is one long discard in front of every other request:
-// 64 MiB held this machine's disk for about 13 ms, and 1 MiB for 0.35 ms.
+// nothing and returns kUnavailable: the file is still being read. On a
+// filesystem mounted with online discard, freeing a file's blocks all at
+// once (the last close of an unlinked file) is one long discard in front of
+// every other request: 64 MiB held this machine's disk for about 13 ms, and
+// 1 MiB for 0.35 ms.
 inline constexpr uint64_t kFreeStepBytes = 1 << 20;
 inline constexpr std::chrono::microseconds kFreeStepPause{1000};
 Status FreeGradually(int fd, const std::string& path, const std::function<bool()>& stop);

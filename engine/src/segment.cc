@@ -91,8 +91,7 @@ static constexpr size_t kZeroFillChunkBytes = 256 * 1024;
 // filesystem has it, one chunk in flight at a time, so filling a segment
 // neither floods the page cache nor queues a burst in front of appends.
 static Status ZeroFill(const std::string& path, const format::SegmentHeader& header) {
-  auto direct = fs::Open(path, O_WRONLY | O_DIRECT);
-  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, direct.ok() ? std::move(direct) : fs::Open(path, O_WRONLY));
+  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::OpenDirectIfPossible(path, O_WRONLY));
   constexpr size_t kAlign = fs::kDirectIoAlignment;
   static_assert(kZeroFillChunkBytes % kAlign == 0);
   std::unique_ptr<uint8_t, decltype(&std::free)> chunk(
@@ -237,11 +236,9 @@ Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset, const S
 
 Result<std::unique_ptr<SequentialSegmentReader>> SequentialSegmentReader::Open(const SegmentFile& seg) {
   ANNAL_ASSERT(!seg.sealed);
-  auto direct = fs::Open(seg.path, O_RDONLY | O_DIRECT);
-  if (direct.ok())
-    return std::unique_ptr<SequentialSegmentReader>(new SequentialSegmentReader(seg, std::move(*direct)));
-  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::Open(seg.path, O_RDONLY));
-  (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);  // no read-ahead
+  bool direct;
+  ANNAL_ASSIGN_OR_RETURN(fs::Fd fd, fs::OpenDirectIfPossible(seg.path, O_RDONLY, &direct));
+  if (!direct) (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);  // no read-ahead
   return std::unique_ptr<SequentialSegmentReader>(new SequentialSegmentReader(seg, std::move(fd)));
 }
 

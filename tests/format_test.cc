@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <random>
+#include <tuple>
 #include <vector>
 
 #include "checkpoint.h"
@@ -227,6 +229,104 @@ TEST(StreamTableTest, CollidingHashesGetTheirOwnSlots) {
     ASSERT_EQ(heads, want) << i;
   }
   EXPECT_EQ(t.Find(12345, [](const StreamSlot&) { return true; }), nullptr);
+}
+
+using SlotTuple = std::tuple<uint64_t, uint64_t, uint64_t, uint64_t, uint32_t, uint32_t>;
+
+SlotTuple Tuple(const StreamSlot& s) {
+  return {s.hash, s.head_version, s.head_location, s.first_location, s.name_check, s.head_id_check};
+}
+
+std::vector<SlotTuple> Contents(const StreamTable& t) {
+  std::vector<SlotTuple> out;
+  t.ForEach([&](const StreamSlot& s) { out.push_back(Tuple(s)); });
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+uint64_t HashOf(uint64_t i) { return (i + 1) * 0x9E3779B97F4A7C15ull; }
+
+// A capture read a few slots at a time while streams advance and new ones
+// arrive is the table as it stood when the capture began.
+TEST(StreamTableTest, CaptureIsTheTableAsItWasWhenItBegan) {
+  StreamTable t;
+  t.Reserve(12000);  // no growth below: growing spoils a capture (next test)
+  for (uint64_t i = 0; i < 8000; ++i) t.Insert(StreamSlot{HashOf(i), 0, 64 + i * 8, 64 + i * 8, 1, 1});
+  std::vector<SlotTuple> before = Contents(t);
+  t.BeginCapture();
+  std::vector<SlotTuple> captured;
+  std::mt19937_64 rng(7);
+  uint64_t next_stream = 8000, next_location = 1'000'000;
+  StreamTable::CaptureStep step;
+  do {
+    // Between steps: advance 50 random streams, some twice, and add 20.
+    for (int k = 0; k < 50; ++k) {
+      StreamSlot* s = t.Find(HashOf(rng() % 8000), [](StreamSlot&) { return true; });
+      ASSERT_NE(s, nullptr);
+      t.AdvanceHead(s, s->head_version + 1, next_location++, static_cast<uint32_t>(rng()));
+    }
+    for (int k = 0; k < 20; ++k, ++next_stream, ++next_location)
+      t.Insert(StreamSlot{HashOf(next_stream), 0, next_location, next_location, 2, 2});
+    step = t.CaptureSome(300, [&](const StreamSlot& s) { captured.push_back(Tuple(s)); });
+  } while (step == StreamTable::CaptureStep::kMore);
+  ASSERT_EQ(step, StreamTable::CaptureStep::kDone);
+  EXPECT_FALSE(t.capturing());
+  std::sort(captured.begin(), captured.end());
+  EXPECT_EQ(captured, before);
+  // The table itself moved on.
+  EXPECT_GT(t.size(), 8000u);
+  EXPECT_NE(Contents(t), before);
+}
+
+TEST(StreamTableTest, GrowingSpoilsACaptureAndANewOneSucceeds) {
+  StreamTable t;
+  for (uint64_t i = 0; i < 100; ++i) t.Insert(StreamSlot{HashOf(i), 0, 64 + i, 64 + i, 1, 1});
+  t.BeginCapture();
+  ASSERT_EQ(t.CaptureSome(10, [](const StreamSlot&) {}), StreamTable::CaptureStep::kMore);
+  size_t slots = t.memory_bytes();
+  for (uint64_t i = 100; t.memory_bytes() == slots; ++i) t.Insert(StreamSlot{HashOf(i), 0, 64 + i, 64 + i, 1, 1});
+  EXPECT_EQ(t.CaptureSome(10, [](const StreamSlot&) {}), StreamTable::CaptureStep::kSpoiled);
+  EXPECT_FALSE(t.capturing());
+  t.BeginCapture();
+  std::vector<SlotTuple> captured;
+  EXPECT_EQ(t.CaptureSome(SIZE_MAX, [&](const StreamSlot& s) { captured.push_back(Tuple(s)); }),
+            StreamTable::CaptureStep::kDone);
+  std::sort(captured.begin(), captured.end());
+  EXPECT_EQ(captured, Contents(t));
+}
+
+// An index encoded up to a limit, in steps between which its writer adds
+// events, is byte for byte the index of the events before the limit.
+TEST(SegmentIndexTest, EncodingUpToALimitLeavesOutLaterEvents) {
+  constexpr uint32_t kSegment = 5;
+  SegmentIndexBuilder growing(kSegment), expected(kSegment);
+  std::vector<uint64_t> heads(6000, kNoLocation);  // per stream: location of its last event
+  std::vector<uint64_t> versions(6000, 0);
+  std::mt19937_64 rng(11);
+  uint32_t offset = 64;
+  auto add = [&](SegmentIndexBuilder* also) {
+    size_t stream = rng() % heads.size();
+    uint64_t version = heads[stream] == kNoLocation ? 0 : versions[stream] + 1;
+    growing.Add(HashOf(stream), version, heads[stream], offset);
+    if (also) also->Add(HashOf(stream), version, heads[stream], offset);
+    heads[stream] = MakeLocation(kSegment, offset);
+    versions[stream] = version;
+    offset += 100;
+  };
+  for (int i = 0; i < 20000; ++i) add(&expected);
+  uint32_t limit = offset;
+  std::vector<TimeSample> samples{{1, 100, 64}, {5000, 200, 500'064}};
+  int steps = 0;
+  std::string encoded = growing.Encode(1, samples, limit, [&](const std::function<void()>& step) {
+    step();
+    ++steps;
+    for (int i = 0; i < 500; ++i) add(nullptr);  // streams old and new, past the limit
+  });
+  EXPECT_GT(steps, 4) << "the encoding must have been read in several steps";
+  EXPECT_EQ(encoded, expected.Encode(1, samples));
+  auto decoded = SegmentIndexBuilder::Decode(encoded, "idx");
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ((*decoded)->Encode(1, samples), encoded);
 }
 
 TEST(SegmentIndexTest, BuilderRunsFollowBackPointers) {

@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <cstdlib>
 #include <fstream>
@@ -254,6 +257,77 @@ TEST_F(RecoveryTest, CheckpointThenMoreAppendsReplaysOnlyTheTail) {
   ASSERT_TRUE(events.ok());
   ASSERT_EQ(events->size(), 10u);
   EXPECT_EQ((*events)[9].payload, "b");
+}
+
+// Checkpoints read the stream table in steps while the writer publishes
+// between them. Each must still be the index as of one point of the log:
+// reopening from any of them replays the rest with every stream's events
+// following its head, and ends with every event there.
+TEST_F(RecoveryTest, CheckpointsTakenWhileAppendsRunAreEachOnePointOfTheLog) {
+  constexpr int kStreams = 10000;  // about three steps of the stream table
+  auto name = [](uint64_t i) { return "c-" + std::to_string(i); };
+  std::vector<std::string> saved;
+  std::vector<uint64_t> counts(kStreams);
+  {
+    auto opened = Open();
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    Store& store = **opened;
+    std::mutex mu;
+    std::condition_variable cv;
+    int in_flight = 0;
+    uint64_t completed = 0;
+    std::string failure;
+    auto append = [&](uint64_t stream) {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return in_flight < 64; });
+      ++in_flight;
+      lock.unlock();
+      store.AppendAsync(name(stream), ExpectedVersion::Any(), {Event("T", "x")}, [&](Result<AppendResult> r) {
+        std::lock_guard done(mu);
+        if (!r.ok() && failure.empty()) failure = r.status().ToString();
+        --in_flight;
+        ++completed;
+        cv.notify_all();
+      });
+    };
+    for (uint64_t i = 0; i < kStreams; ++i) append(i);
+    std::atomic<bool> stop{false};
+    std::thread appender([&] {
+      std::mt19937_64 rng(5);
+      while (!stop.load()) append(rng() % kStreams);
+    });
+    for (uint64_t k = 0; k < 12; ++k) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return completed >= kStreams + k * 2000; });
+      }
+      ASSERT_TRUE(store.Checkpoint().ok());
+      saved.push_back(CheckpointPath() + "." + std::to_string(k));
+      std::filesystem::copy_file(CheckpointPath(), saved.back());
+    }
+    stop = true;
+    appender.join();
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return in_flight == 0; });
+    ASSERT_EQ(failure, "");
+    for (uint64_t i = 0; i < kStreams; ++i) counts[i] = store.GetStreamInfo(name(i))->event_count;
+  }
+  uint64_t total = 0;
+  for (uint64_t c : counts) total += c;
+  ASSERT_GT(total, uint64_t{kStreams} * 3 / 2) << "appends must have run beside the checkpoints";
+  for (size_t k : {size_t{0}, saved.size() / 2, saved.size() - 1}) {
+    SCOPED_TRACE("checkpoint " + std::to_string(k));
+    std::filesystem::copy_file(saved[k], CheckpointPath(), std::filesystem::copy_options::overwrite_existing);
+    log_.clear();
+    auto store = Open();
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    EXPECT_FALSE(Logged("ignoring index checkpoint"));
+    for (uint64_t i = 0; i < kStreams; ++i) {
+      auto info = (*store)->GetStreamInfo(name(i));
+      ASSERT_TRUE(info.ok()) << name(i) << ": " << info.status().ToString();
+      ASSERT_EQ(info->event_count, counts[i]) << name(i);
+    }
+  }
 }
 
 TEST_F(RecoveryTest, MissingSegmentInTheMiddleIsCorruption) {

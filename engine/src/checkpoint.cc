@@ -28,18 +28,6 @@ void SegmentSummary::NoteBatch(uint32_t offset, uint32_t length, uint64_t first,
 
 namespace {
 
-class Writer {
- public:
-  void U8(uint8_t v) { s_.push_back(static_cast<char>(v)); }
-  void U32(uint32_t v) { Raw(&v, 4); }
-  void U64(uint64_t v) { Raw(&v, 8); }
-  void Raw(const void* p, size_t n) { s_.append(static_cast<const char*>(p), n); }
-  std::string& str() { return s_; }
-
- private:
-  std::string s_;
-};
-
 class Reader {
  public:
   explicit Reader(std::string_view d) : d_(d) {}
@@ -72,45 +60,66 @@ class Reader {
 
 }  // namespace
 
+CheckpointEncoder::CheckpointEncoder(const CheckpointHeader& h, uint32_t segments, uint64_t streams)
+    : segments_left_(segments), streams_left_(streams) {
+  if (segments == 0) out_.reserve(kHeaderBytes + streams * kStreamBytes + 8);
+  Raw(format::kCheckpointMagic, 8);
+  U32(format::kCheckpointVersion);
+  U32(h.partition);
+  U32(h.tail_segment);
+  U32(h.tail_offset);
+  U64(h.last_position);
+  U64(static_cast<uint64_t>(h.last_recorded_at_ns));
+  U32(segments);
+  U64(streams);
+}
+
+void CheckpointEncoder::AddSegment(const SegmentSummary& s) {
+  ANNAL_ASSERT(segments_left_ > 0);
+  --segments_left_;
+  U32(s.id);
+  U32(s.end_offset);
+  U64(s.first_position);
+  U64(s.last_position);
+  U64(static_cast<uint64_t>(s.first_recorded_at_ns));
+  U64(static_cast<uint64_t>(s.last_recorded_at_ns));
+  U32(static_cast<uint32_t>(s.samples.size()));
+  for (const TimeSample& p : s.samples) {
+    U64(p.position);
+    U64(static_cast<uint64_t>(p.recorded_at_ns));
+    U32(p.offset);
+  }
+  U32(static_cast<uint32_t>(s.index.size()));
+  Raw(s.index.data(), s.index.size());
+  // The streams may be added in steps under their owner's lock: growing
+  // the buffer then would copy all of it inside one step.
+  if (segments_left_ == 0) out_.reserve(out_.size() + streams_left_ * kStreamBytes + 8);
+}
+
+void CheckpointEncoder::AddStream(const StreamSlot& e) {
+  ANNAL_ASSERT(segments_left_ == 0 && streams_left_ > 0);
+  --streams_left_;
+  U64(e.hash);
+  U64(e.head_version);
+  U64(e.head_location);
+  U64(e.first_location);
+  U32(e.name_check);
+  U32(e.head_id_check);
+}
+
+std::string CheckpointEncoder::Finish() {
+  ANNAL_ASSERT_MSG(segments_left_ == 0 && streams_left_ == 0, "a checkpoint holds what its header counts");
+  U64(format::Checksum(out_.data(), out_.size()));
+  return std::move(out_);
+}
+
 std::string EncodeCheckpoint(const CheckpointHeader& h,
                              const std::vector<const SegmentSummary*>& segments,
                              const StreamTable& streams) {
-  Writer w;
-  w.Raw(format::kCheckpointMagic, 8);
-  w.U32(format::kCheckpointVersion);
-  w.U32(h.partition);
-  w.U32(h.tail_segment);
-  w.U32(h.tail_offset);
-  w.U64(h.last_position);
-  w.U64(static_cast<uint64_t>(h.last_recorded_at_ns));
-  w.U32(static_cast<uint32_t>(segments.size()));
-  w.U64(streams.size());
-  for (const SegmentSummary* s : segments) {
-    w.U32(s->id);
-    w.U32(s->end_offset);
-    w.U64(s->first_position);
-    w.U64(s->last_position);
-    w.U64(static_cast<uint64_t>(s->first_recorded_at_ns));
-    w.U64(static_cast<uint64_t>(s->last_recorded_at_ns));
-    w.U32(static_cast<uint32_t>(s->samples.size()));
-    for (const TimeSample& p : s->samples) {
-      w.U64(p.position);
-      w.U64(static_cast<uint64_t>(p.recorded_at_ns));
-      w.U32(p.offset);
-    }
-    w.U32(static_cast<uint32_t>(s->index.size()));
-    w.Raw(s->index.data(), s->index.size());
-  }
-  streams.ForEach([&](const StreamSlot& e) {
-    w.U64(e.hash);
-    w.U64(e.head_version);
-    w.U64(e.head_location);
-    w.U64(e.first_location);
-    w.U32(e.name_check);
-    w.U32(e.head_id_check);
-  });
-  w.U64(format::Checksum(w.str().data(), w.str().size()));
-  return std::move(w.str());
+  CheckpointEncoder e(h, static_cast<uint32_t>(segments.size()), streams.size());
+  for (const SegmentSummary* s : segments) e.AddSegment(*s);
+  streams.ForEach([&](const StreamSlot& s) { e.AddStream(s); });
+  return e.Finish();
 }
 
 Status DecodeCheckpoint(std::string_view data, const std::string& file, CheckpointHeader* h,

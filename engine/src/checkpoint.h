@@ -61,6 +61,29 @@ struct CheckpointHeader {
   int64_t last_recorded_at_ns = 0;
 };
 
+// Writes a checkpoint a piece at a time: the header with its counts, then
+// that many segments, then that many streams.
+class CheckpointEncoder {
+ public:
+  CheckpointEncoder(const CheckpointHeader& header, uint32_t segments, uint64_t streams);
+  void AddSegment(const SegmentSummary& segment);
+  void AddStream(const StreamSlot& stream);
+  // REQUIRES: every segment and stream the header counted was added.
+  std::string Finish();
+
+ private:
+  static constexpr size_t kHeaderBytes = 52;  // up to and including stream_count
+  static constexpr size_t kStreamBytes = 40;
+
+  void U32(uint32_t v) { Raw(&v, 4); }
+  void U64(uint64_t v) { Raw(&v, 8); }
+  void Raw(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
+
+  std::string out_;
+  uint32_t segments_left_;
+  uint64_t streams_left_;
+};
+
 std::string EncodeCheckpoint(const CheckpointHeader& header,
                              const std::vector<const SegmentSummary*>& segments,
                              const StreamTable& streams);

@@ -411,9 +411,7 @@ Status Partition::ApplyRecord(SegmentSlot& slot, const format::RecordView& r, ui
       return x.head_location == r.prev_location && x.head_version + 1 == r.version;
     });
     if (s == nullptr) return broken();
-    s->head_version = r.version;
-    s->head_location = location;
-    s->head_id_check = format::EventIdCheck(r.id);
+    streams_.AdvanceHead(s, r.version, location, format::EventIdCheck(r.id));
   }
   if (slot.building) slot.building->Add(hash, r.version, r.prev_location, format::LocationOffset(location));
   return Status::Ok();
@@ -865,9 +863,7 @@ void Partition::Publish(const Batch& b) {
     } else {
       StreamSlot* s = streams_.Find(op->hash, [&](StreamSlot& x) { return x.head_location == op->prev_location; });
       ANNAL_ASSERT(s != nullptr);
-      s->head_version = head_version;
-      s->head_location = prev;
-      s->head_id_check = id_check;
+      streams_.AdvanceHead(s, head_version, prev, id_check);
     }
   }
   bool first_batch = slot.summary.first_position == 0;
@@ -1468,33 +1464,63 @@ void Partition::FreeRetired() {
 
 // ---------------------------------------------------------------- checkpoints
 
+// How many stream table slots a checkpoint reads per hold of mu_ (an
+// unfinished segment's index is read in steps of its own size,
+// SegmentIndexBuilder::Encode), and how many times a capture that the
+// table's growth spoiled is tried again in steps before it is taken whole.
+constexpr size_t kCheckpointStepSlots = 4096;
+constexpr int kCheckpointStepTries = 3;
+
 Status Partition::WriteCheckpoint() {
   std::lock_guard ckpt(checkpoint_mu_);
   uint64_t bytes_before = bytes_since_checkpoint_.load();
-  std::string data;
+  std::optional<std::string> data;
+  for (int tries = 0; !data; ++tries)
+    data = CaptureCheckpoint(tries < kCheckpointStepTries ? kCheckpointStepSlots : SIZE_MAX);
+  ANNAL_RETURN_IF_ERROR(fs::WriteFileAtomically(config_.dir, format::CheckpointFileName(), *data));
+  bytes_since_checkpoint_.fetch_sub(bytes_before);
+  return Status::Ok();
+}
+
+// The checkpoint as of one moment, read `step_slots` stream slots at a
+// time: the writer publishes batches between the steps, and the stream
+// table keeps for the capture the old value of every slot it changes.
+// Nothing when the table grew meanwhile (that spoils the capture).
+std::optional<std::string> Partition::CaptureCheckpoint(size_t step_slots) {
+  CheckpointHeader h;
+  std::vector<SegmentSummary> sums;
+  std::vector<std::shared_ptr<const SegmentIndexBuilder>> builders;
+  uint64_t stream_count;
   {
     std::shared_lock lock(mu_);
     const SegmentSummary& tail = segments_.back().summary;
-    CheckpointHeader h{config_.id, tail.id, tail.end_offset, last_position_, last_recorded_at_ns_};
+    h = CheckpointHeader{config_.id, tail.id, tail.end_offset, last_position_, last_recorded_at_ns_};
+    sums.reserve(segments_.size());
+    builders.reserve(segments_.size());
+    for (const SegmentSlot& s : segments_) {
+      sums.push_back(s.summary);
+      builders.push_back(s.building);
+    }
+    stream_count = streams_.size();
+    streams_.BeginCapture();
+  }
+  auto locked = [this](const std::function<void()>& step) {
+    std::shared_lock lock(mu_);
+    step();
+  };
+  CheckpointEncoder out(h, static_cast<uint32_t>(sums.size()), stream_count);
+  for (size_t i = 0; i < sums.size(); ++i) {
     // Segments without an index file carry their index in the checkpoint,
     // so that opening the store need not read them again.
-    std::vector<SegmentSummary> with_index;
-    std::vector<const SegmentSummary*> sums;
-    with_index.reserve(segments_.size());
-    for (const SegmentSlot& s : segments_) {
-      if (!s.building) {
-        sums.push_back(&s.summary);
-        continue;
-      }
-      with_index.push_back(s.summary);
-      with_index.back().index = s.building->Encode(config_.id, {});
-      sums.push_back(&with_index.back());
-    }
-    data = EncodeCheckpoint(h, sums, streams_);
+    if (builders[i]) sums[i].index = builders[i]->Encode(config_.id, {}, sums[i].end_offset, locked);
+    out.AddSegment(sums[i]);
+    sums[i].index = {};
   }
-  ANNAL_RETURN_IF_ERROR(fs::WriteFileAtomically(config_.dir, format::CheckpointFileName(), data));
-  bytes_since_checkpoint_.fetch_sub(bytes_before);
-  return Status::Ok();
+  StreamTable::CaptureStep step = StreamTable::CaptureStep::kMore;
+  while (step == StreamTable::CaptureStep::kMore)
+    locked([&] { step = streams_.CaptureSome(step_slots, [&](const StreamSlot& s) { out.AddStream(s); }); });
+  if (step == StreamTable::CaptureStep::kSpoiled) return std::nullopt;
+  return out.Finish();
 }
 
 }  // namespace annal

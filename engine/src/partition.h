@@ -9,7 +9,9 @@
 //   stream index, the segment list and summaries, last position and time.
 //   Only the writer takes it exclusively, once per durable batch, to publish
 //   it. Readers take it shared for a lookup, then read files without it:
-//   bytes below a segment's published end_offset never change.
+//   bytes below a segment's published end_offset never change. A checkpoint
+//   takes it shared in short steps, never for the whole stream index, so
+//   that the writer never waits long to publish (CaptureCheckpoint).
 // - `queue_mu_` guards the append queue, the stopping flag and the fail-stop
 //   status. Appenders hold it only to push, and notify the writer only when
 //   it is idle (nothing in flight): a busy writer looks at the queue after
@@ -154,7 +156,7 @@ class Partition {
   struct SegmentSlot {
     std::shared_ptr<SegmentFile> file;
     SegmentSummary summary;
-    std::unique_ptr<SegmentIndexBuilder> building;
+    std::shared_ptr<SegmentIndexBuilder> building;  // shared: a checkpoint reading it keeps it
     std::shared_ptr<SegmentIndex> index;
   };
   // A stream's durable head as a reader found it.
@@ -185,6 +187,7 @@ class Partition {
 
   // Recovery.
   Status OpenSegments(std::vector<uint32_t> ids);
+  std::optional<std::string> CaptureCheckpoint(size_t step_slots);
   bool LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset);
   Status OpenIndexes();
   std::vector<bool> restored_;  // recovery only: a slot's index came from the checkpoint

@@ -89,18 +89,50 @@ size_t SegmentIndexBuilder::memory_bytes() const {
          by_hash_.bucket_count() * sizeof(void*);
 }
 
-std::string SegmentIndexBuilder::Encode(uint32_t partition, const std::vector<TimeSample>& samples_) const {
-  std::vector<uint32_t> order(runs_.size());
-  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-    const Run &x = runs_[a], &y = runs_[b];
-    return x.hash != y.hash ? x.hash < y.hash : x.offsets.front() < y.offsets.front();
+std::string SegmentIndexBuilder::Encode(uint32_t partition, const std::vector<TimeSample>& samples_,
+                                        uint64_t limit, const LockedStep& locked) const {
+  auto step = [&](const std::function<void()>& fn) { locked ? locked(fn) : fn(); };
+  // The runs as they stood when the segment ended at `limit`. Runs begin in
+  // offset order (a decoded builder's all lie before anything added to it
+  // later), so those begun before `limit` are a prefix of runs_, and each
+  // keeps the prefix of its offsets below it.
+  struct Cut {
+    uint64_t hash;
+    uint32_t front;  // first offset: the order within a hash
+    uint32_t run;    // in runs_
+    uint32_t count;  // offsets below limit
+    uint32_t first;  // where its offsets go, counted in offsets
+  };
+  std::vector<Cut> cuts;
+  uint64_t events = 0;
+  for (bool more = true; more;) step([&] {
+    // Growing `cuts` later would copy all of it inside one step.
+    if (cuts.empty()) cuts.reserve(runs_.size());
+    size_t end = std::min(runs_.size(), cuts.size() + kEncodeStepRuns);
+    for (size_t i = cuts.size(); i < end; ++i) {
+      const Run& run = runs_[i];
+      if (run.offsets.front() >= limit) {
+        more = false;
+        return;
+      }
+      auto below = std::lower_bound(run.offsets.begin(), run.offsets.end(), limit) - run.offsets.begin();
+      cuts.push_back(Cut{run.hash, run.offsets.front(), static_cast<uint32_t>(i), static_cast<uint32_t>(below), 0});
+      events += static_cast<uint64_t>(below);
+    }
+    more = end < runs_.size();
   });
-  uint64_t pages = (runs_.size() + format::kRunsPerPage - 1) / format::kRunsPerPage;
+  std::sort(cuts.begin(), cuts.end(),
+            [](const Cut& x, const Cut& y) { return x.hash != y.hash ? x.hash < y.hash : x.front < y.front; });
+  uint32_t next_offset = 0;
+  for (Cut& c : cuts) {
+    c.first = next_offset;
+    next_offset += c.count;
+  }
+  uint64_t pages = (cuts.size() + format::kRunsPerPage - 1) / format::kRunsPerPage;
   size_t meta_bytes = samples_.size() * format::kSampleBytes + pages * format::kFenceBytes;
   size_t runs_at = format::kSegmentIndexHeaderBytes + meta_bytes;
-  size_t offsets_at = runs_at + runs_.size() * format::kRunBytes;
-  std::string out(offsets_at + events_ * 4, '\0');
+  size_t offsets_at = runs_at + cuts.size() * format::kRunBytes;
+  std::string out(offsets_at + events * 4, '\0');
   auto* p = reinterpret_cast<uint8_t*>(out.data());
 
   uint8_t* at = p + format::kSegmentIndexHeaderBytes;
@@ -111,24 +143,24 @@ std::string SegmentIndexBuilder::Encode(uint32_t partition, const std::vector<Ti
     at += format::kSampleBytes;
   }
   uint8_t* fences = at;
-  uint8_t* run_at = p + runs_at;
-  uint32_t next_offset = 0;
-  for (uint32_t i = 0; i < order.size(); ++i) {
-    const Run& run = runs_[order[i]];
-    uint8_t* offs = p + offsets_at + uint64_t{next_offset} * 4;
-    for (size_t k = 0; k < run.offsets.size(); ++k) Put32(offs + 4 * k, run.offsets[k]);
-    Put64(run_at, run.hash);
-    Put64(run_at + 8, run.first_version);
-    Put64(run_at + 16, run.prev_location);
-    Put32(run_at + 24, static_cast<uint32_t>(run.offsets.size()));
-    Put32(run_at + 28, next_offset);
-    Put64(run_at + 32, format::Checksum(offs, run.offsets.size() * 4));
-    next_offset += static_cast<uint32_t>(run.offsets.size());
-    run_at += format::kRunBytes;
-  }
+  for (size_t done = 0; done < cuts.size();) step([&] {
+    for (size_t end = std::min(cuts.size(), done + kEncodeStepRuns); done < end; ++done) {
+      const Cut& c = cuts[done];
+      const Run& run = runs_[c.run];
+      uint8_t* offs = p + offsets_at + uint64_t{c.first} * 4;
+      for (size_t k = 0; k < c.count; ++k) Put32(offs + 4 * k, run.offsets[k]);
+      uint8_t* run_at = p + runs_at + done * format::kRunBytes;
+      Put64(run_at, run.hash);
+      Put64(run_at + 8, run.first_version);
+      Put64(run_at + 16, run.prev_location);
+      Put32(run_at + 24, c.count);
+      Put32(run_at + 28, c.first);
+      Put64(run_at + 32, format::Checksum(offs, c.count * 4ull));
+    }
+  });
   for (uint64_t page = 0; page < pages; ++page) {
     const uint8_t* first = p + runs_at + page * format::kRunsPerPage * format::kRunBytes;
-    uint64_t n = std::min<uint64_t>(format::kRunsPerPage, runs_.size() - page * format::kRunsPerPage);
+    uint64_t n = std::min<uint64_t>(format::kRunsPerPage, cuts.size() - page * format::kRunsPerPage);
     Put64(fences + page * format::kFenceBytes, Get64(first));
     Put64(fences + page * format::kFenceBytes + 8, format::Checksum(first, n * format::kRunBytes));
   }
@@ -137,8 +169,8 @@ std::string SegmentIndexBuilder::Encode(uint32_t partition, const std::vector<Ti
   Put32(p + 12, partition);
   Put32(p + 16, segment_id_);
   Put32(p + 20, static_cast<uint32_t>(samples_.size()));
-  Put32(p + 24, static_cast<uint32_t>(runs_.size()));
-  Put64(p + 28, events_);
+  Put32(p + 24, static_cast<uint32_t>(cuts.size()));
+  Put64(p + 28, events);
   Put32(p + 36, static_cast<uint32_t>(pages));
   Put64(p + 44, format::Checksum(p + format::kSegmentIndexHeaderBytes, meta_bytes));
   Put64(p + 56, format::Checksum(p, 56));

@@ -104,13 +104,23 @@ class SegmentIndexBuilder {
   // from `min_version` up to that event. False when there is none.
   bool FindAt(uint64_t hash, uint32_t offset, uint64_t min_version, Run* out) const;
   size_t memory_bytes() const;
-  // The index file's bytes, with the segment's time samples.
-  std::string Encode(uint32_t partition, const std::vector<TimeSample>& samples) const;
+  // Runs `step` under the lock that guards this builder against its writer.
+  using LockedStep = std::function<void(const std::function<void()>& step)>;
+  // The index file's bytes, with the segment's time samples, as they stood
+  // when the segment's data ended at `limit`: later events are left out.
+  // While a writer may still add to the builder, pass `locked`: the
+  // builder is then read in bounded steps, each run through `locked`, and
+  // the writer may go on between them.
+  std::string Encode(uint32_t partition, const std::vector<TimeSample>& samples,
+                     uint64_t limit = UINT64_MAX, const LockedStep& locked = nullptr) const;
   // A builder holding what `Encode` wrote (index checkpoints keep the
   // indexes of unfinished segments this way). kCorruption naming `file`.
   static Result<std::unique_ptr<SegmentIndexBuilder>> Decode(std::string_view bytes, const std::string& file);
 
  private:
+  // How many runs one step of a locked Encode reads.
+  static constexpr size_t kEncodeStepRuns = 2048;
+
   uint32_t segment_id_;
   std::vector<Run> runs_;
   std::unordered_multimap<uint64_t, uint32_t> by_hash_;  // hash -> index in runs_

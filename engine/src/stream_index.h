@@ -21,7 +21,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace annal {
@@ -53,6 +55,27 @@ class StreamTable {
   // Adds a slot for a new stream (REQUIRES: slot.head_location != 0).
   StreamSlot* Insert(const StreamSlot& slot);
 
+  // Moves a stream's head to a later event. Use this rather than writing
+  // through the slot Find returned, so that a capture keeps the old value.
+  void AdvanceHead(StreamSlot* slot, uint64_t version, uint64_t location, uint32_t id_check);
+
+  // A copy of the table as it stands at BeginCapture, read a few slots at a
+  // time, so that whoever changes the table meanwhile never waits for the
+  // whole of it (the partition's checkpoints). Until the capture ends, the
+  // table keeps the old value of each slot it changes that the capture has
+  // not read yet. Growing the table spoils a capture.
+  //
+  // CaptureSome calls `fn` on each stream among the next `slots` slots, as
+  // it was at BeginCapture. It returns kMore while slots are left, and ends
+  // the capture when it returns kDone or kSpoiled (start again). It changes
+  // only the capture's own state, which Insert and AdvanceHead also touch:
+  // the owner may run it under a shared lock beside readers, as long as
+  // changes to the table exclude it and one capture runs at a time.
+  enum class CaptureStep { kMore, kDone, kSpoiled };
+  void BeginCapture();
+  CaptureStep CaptureSome(size_t slots, const std::function<void(const StreamSlot&)>& fn);
+  bool capturing() const { return capture_ != nullptr; }
+
   template <typename F>
   void ForEach(F&& fn) const {
     for (const StreamSlot& s : slots_)
@@ -62,10 +85,20 @@ class StreamTable {
   size_t memory_bytes() const { return slots_.capacity() * sizeof(StreamSlot); }
 
  private:
+  struct Capture {
+    size_t next = 0;  // slots before it are read
+    bool spoiled = false;
+    std::unordered_map<size_t, StreamSlot> before;  // old values of changed slots at or after next
+  };
+
   size_t Home(uint64_t hash) const;
   void Grow(size_t capacity);
+  // Keeps slot i's value for the capture, if one runs and has not read it.
+  void Preserve(size_t i);
+
   std::vector<StreamSlot> slots_;
   size_t size_ = 0;
+  std::unique_ptr<Capture> capture_;
 };
 
 }  // namespace annal

@@ -47,6 +47,7 @@ class Workload {
   std::vector<EventData> Events(uint64_t seq) const { return batches_[seq % batches_.size()]; }
   size_t events_per_append() const { return batches_[0].size(); }
   const std::vector<std::string>& streams() const { return streams_; }
+  const std::vector<std::vector<EventData>>& batches() const { return batches_; }
 
  private:
   std::vector<std::string> streams_;

@@ -8,6 +8,9 @@
 //                               zero-filled space: the engine's own I/O, and
 //                               so the device's floor under its numbers.
 //   BM_IndexBytesPerStream      resident memory of the stream index.
+//   BM_AppendWhileCheckpointing appends offered at 100,000/s to a store of
+//                               N streams (the argument) while a checkpoint
+//                               is written every second.
 //   BM_ReopenAfterCrash         Store::Open after a crash that left a whole
 //                               log to replay, then after a clean Close.
 //
@@ -29,6 +32,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -486,9 +490,16 @@ uint64_t ResidentBytes() {
   return resident_pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
-// Appends one event to each of `streams` streams named like
-// "account-0123456789abcdef" (longer than the small-string buffer, as real
-// names are), then closes the store, which writes its checkpoint.
+// Stream i of FillStreams: longer than the small-string buffer, as real
+// names are.
+std::string AccountName(size_t i) {
+  char name[32];
+  std::snprintf(name, sizeof name, "account-%016llx", static_cast<unsigned long long>(i * 0x9e3779b97f4a7c15ull));
+  return name;
+}
+
+// Appends one event to each of `streams` streams (AccountName), then
+// closes the store, which writes its checkpoint.
 // With `finish`, then writes a segment's worth of events to one more stream,
 // so that the streams' events lie in finished segments (indexed on disk)
 // and the active segment's in-memory index holds none of them.
@@ -500,9 +511,7 @@ Status FillStreams(const std::string& dir, size_t streams, bool finish) {
   size_t done = 0;
   Status first_error;
   for (size_t i = 0; i < streams; ++i) {
-    char name[32];
-    std::snprintf(name, sizeof name, "account-%016llx", static_cast<unsigned long long>(i * 0x9e3779b97f4a7c15ull));
-    (*store)->AppendAsync(name, ExpectedVersion::NoStream(), {EventData{.type = "AccountOpened", .payload = "{}"}},
+    (*store)->AppendAsync(AccountName(i), ExpectedVersion::NoStream(), {EventData{.type = "AccountOpened", .payload = "{}"}},
                           [&](Result<AppendResult> r) {
                             std::lock_guard lock(mu);
                             if (!r.ok() && first_error.ok()) first_error = r.status();
@@ -591,6 +600,65 @@ void BM_IndexBytesPerStream(benchmark::State& state) {
       (static_cast<double>(index_with) - static_cast<double>(index_without)) / streams;
 }
 
+// The open loop at 100,000 appends/s, on the first 10,000 streams of a
+// store holding `streams` (the argument), while another thread writes a
+// checkpoint every second (the store's own are off; at this rate its
+// default of one per 64 MiB of log comes about as often). A checkpoint
+// reads the whole stream table, and the writer must not wait for it to
+// publish.
+// Counters: the appends' latency, and checkpoints / checkpoint_ms_p50 /
+// checkpoint_ms_max for how long each Checkpoint() call took.
+void BM_AppendWhileCheckpointing(benchmark::State& state) {
+  size_t streams = static_cast<size_t>(state.range(0));
+  ScratchDir dir("checkpointing");
+  Status filled = FillStreams(dir.path(), streams, /*finish=*/false);
+  if (!filled.ok()) return state.SkipWithError(("filling: " + filled.ToString()).c_str());
+  Options options = BenchOptions();
+  options.checkpoint_interval_bytes = kNeverBytes;
+  options.checkpoint_interval_ms = kNeverMs;
+  std::unique_ptr<Store> store = OpenOrSkip(state, dir.path(), options);
+  if (!store) return;
+  std::vector<std::string> names;
+  for (size_t i = 0; i < std::min(streams, kStreams); ++i) names.push_back(AccountName(i));
+  Workload workload(std::move(names), SmallEventWorkload().batches());
+  Settle();
+  OpenLoop::Outcome outcome;
+  std::vector<int64_t> checkpoint_ns;
+  Status checkpoint_error;
+  for (auto _ : state) {
+    std::atomic<bool> stop{false};
+    std::thread checkpointer([&] {
+      while (!stop.load()) {
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        auto t0 = std::chrono::steady_clock::now();
+        Status s = store->Checkpoint();
+        checkpoint_ns.push_back(ElapsedNs(t0, std::chrono::steady_clock::now()));
+        if (!s.ok() && checkpoint_error.ok()) checkpoint_error = s;
+      }
+    });
+    OpenLoop loop(store.get(), &workload,
+                  {.rate_per_s = 100'000,
+                   .duration = AppendPhaseDuration(),
+                   .max_in_flight = kOpenLoopMaxInFlight,
+                   .issue_budget = 3 * AppendPhaseDuration()});
+    outcome = loop.Run();
+    stop = true;
+    checkpointer.join();
+  }
+  if (!outcome.error.empty()) return state.SkipWithError(("append: " + outcome.error).c_str());
+  if (!checkpoint_error.ok()) return state.SkipWithError(("checkpoint: " + checkpoint_error.ToString()).c_str());
+  CloseOrSkip(state, store.get());
+  if (state.error_occurred()) return;
+  if (outcome.issued == 0 || checkpoint_ns.empty()) return state.SkipWithError("nothing was measured");
+  ReportThroughput(state, outcome.issued * workload.events_per_append(), outcome.elapsed_ns);
+  ReportLatency(state, Summarize(std::move(outcome.latencies_ns)));
+  std::sort(checkpoint_ns.begin(), checkpoint_ns.end());
+  state.counters["streams"] = static_cast<double>(streams);
+  state.counters["checkpoints"] = static_cast<double>(checkpoint_ns.size());
+  state.counters["checkpoint_ms_p50"] = static_cast<double>(checkpoint_ns[checkpoint_ns.size() / 2]) / 1e6;
+  state.counters["checkpoint_ms_max"] = static_cast<double>(checkpoint_ns.back()) / 1e6;
+}
+
 BENCHMARK(BM_DurableAppendClosedLoop)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_DurableAppendOpenLoop)
     ->Arg(100'000)
@@ -601,6 +669,7 @@ BENCHMARK(BM_DurableAppendOpenLoop)
 BENCHMARK(BM_BareFdatasync)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_BareDsyncWrite)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_ReopenAfterCrash)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+BENCHMARK(BM_AppendWhileCheckpointing)->Arg(1'000'000)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_IndexBytesPerStream)->Args({200'000, 1})->Args({200'000, 0})->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 }  // namespace

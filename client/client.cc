@@ -27,6 +27,7 @@
 // event.
 #include "annal/client.h"
 
+#include <pthread.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -291,7 +292,10 @@ class Core {
   Status Start() {
     wake_.Reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!wake_.valid()) return Status::FromErrno(errno, "eventfd");
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this] {
+      ::pthread_setname_np(::pthread_self(), "annal-client");
+      Run();
+    });
     return Status::Ok();
   }
 

@@ -21,6 +21,7 @@
 // waiters look at (handled_through_, checkpoint_, live_), error_.
 #include "annal/projection.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -169,7 +170,10 @@ class Runner final : public ProjectionRunner {
   // Subscribes (unless rebuilding first) and starts the runner's thread.
   Status Begin() {
     if (!rebuild_head_) ANNAL_RETURN_IF_ERROR(Subscribe(handled_through_ + 1));
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this] {
+      ::pthread_setname_np(::pthread_self(), "projection");
+      Run();
+    });
     return Status::Ok();
   }
 
@@ -234,6 +238,7 @@ class Runner final : public ProjectionRunner {
     size_t running = slices.size();
     for (size_t i = 0; i < slices.size(); ++i)
       threads.emplace_back([this, &slices, &results, &running, i] {
+        ::pthread_setname_np(::pthread_self(), ("replay-" + std::to_string(i)).substr(0, 15).c_str());
         results[i] = RunSlice(slices[i]);
         std::lock_guard lock(mu_);
         if (!results[i].ok()) slice_failed_ = true;

@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -163,7 +164,10 @@ Status MetricsEndpoint::Start(const std::string& address, int port, std::functio
   if (!fd.ok()) return fd.status();
   listen_fd_ = *fd;
   render_ = std::move(render);
-  thread_ = std::thread([this] { Serve(); });
+  thread_ = std::thread([this] {
+    ::pthread_setname_np(::pthread_self(), "metrics");
+    Serve();
+  });
   return Status::Ok();
 }
 

@@ -1,5 +1,6 @@
 #include "server.h"
 
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -198,9 +199,18 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerConfig& config,
                               raw->states_->GetStats());
     }));
   }
-  s->io_thread_ = std::thread([raw = s.get()] { raw->IoLoop(); });
-  s->sub_thread_ = std::thread([raw = s.get()] { raw->SubscriptionLoop(); });
-  s->state_thread_ = std::thread([raw = s.get()] { raw->StateLoop(); });
+  s->io_thread_ = std::thread([raw = s.get()] {
+    ::pthread_setname_np(::pthread_self(), "network");
+    raw->IoLoop();
+  });
+  s->sub_thread_ = std::thread([raw = s.get()] {
+    ::pthread_setname_np(::pthread_self(), "subscriptions");
+    raw->SubscriptionLoop();
+  });
+  s->state_thread_ = std::thread([raw = s.get()] {
+    ::pthread_setname_np(::pthread_self(), "state-loads");
+    raw->StateLoop();
+  });
   return s;
 }
 

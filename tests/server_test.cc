@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "annald_process.h"
 #include "raw_client.h"
@@ -101,6 +102,24 @@ TEST(ServerTest, MetricsEndpointServesPrometheusText) {
   EXPECT_NE(page.find("annal_durable_head_position 5"), std::string::npos);
   EXPECT_NE(HttpGet((*server)->metrics_port(), "/other").find("404 Not Found"), std::string::npos);
   ::close(fd);
+}
+
+// Operators tell annald's threads apart by name (top -H, perf, gdb).
+TEST(ServerTest, ThreadsAreNamed) {
+  TempDir dir("server-threads");
+  auto server = AnnaldProcess::Start(dir.path());
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  std::set<std::string> names;
+  std::string tasks = "/proc/" + std::to_string((*server)->pid()) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    names.insert(name);
+  }
+  for (const char* want : {"network", "subscriptions", "state-loads", "metrics", "writer-p0", "finisher-p0",
+                           "checkpointer"})
+    EXPECT_TRUE(names.count(want)) << "no thread named " << want;
 }
 
 TEST(ServerTest, SigtermFinishesWritesACheckpointAndExitsZero) {

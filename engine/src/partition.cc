@@ -1,5 +1,6 @@
 #include "partition.h"
 
+#include <pthread.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -43,6 +44,12 @@ Partition::Partition(PartitionConfig config)
     : config_(std::move(config)), io_buffer_(kDirectIoAlignment) {}
 
 Partition::~Partition() { StopWriter(); }
+
+// Names the calling thread `prefix` and this partition's id, as `top -H`
+// and debuggers show it (at most 15 characters).
+void Partition::NameThread(const char* prefix) const {
+  ::pthread_setname_np(::pthread_self(), (prefix + std::to_string(config_.id)).substr(0, 15).c_str());
+}
 
 void Partition::Log(const std::string& line) const {
   if (config_.log) config_.log("partition " + std::to_string(config_.id) + ": " + line);
@@ -427,8 +434,14 @@ Status Partition::StartWriter(Sequencer* sequencer) {
   active_->tail = NewTailCache(write_offset_);
   ANNAL_RETURN_IF_ERROR(OpenForWriting());
   if (!prepared_) StartPreparing();
-  writer_ = std::thread([this] { WriterLoop(); });
-  finisher_ = std::thread([this] { FinisherLoop(); });
+  writer_ = std::thread([this] {
+    NameThread("writer-p");
+    WriterLoop();
+  });
+  finisher_ = std::thread([this] {
+    NameThread("finisher-p");
+    FinisherLoop();
+  });
   return Status::Ok();
 }
 
@@ -713,6 +726,7 @@ void Partition::StartPreparing() {
   if (active_->id >= format::kMaxSegmentId) return;
   format::SegmentHeader h{config_.id, active_->id + 1, config_.segment_bytes, config_.partitions};
   prepare_thread_ = std::thread([this, h] {
+    NameThread("prepare-p");
     auto seg = CreateSegment(config_.dir, h);
     if (seg.ok())
       prepared_ = std::move(*seg);

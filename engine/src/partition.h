@@ -261,6 +261,7 @@ class Partition {
   Status ReadRecordAt(uint64_t location, bool verify, std::vector<uint8_t>* buf,
                       format::RecordView* r) const;
   void Log(const std::string& line) const;
+  void NameThread(const char* prefix) const;
 
   const PartitionConfig config_;
   Sequencer* sequencer_ = nullptr;

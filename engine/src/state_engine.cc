@@ -9,6 +9,7 @@
 // every * keep_sparse events) is read and cut at the first event after T.
 // With no snapshot the events must all be folded anyway, so reading them up
 // to the first one after T costs one event more than the fold itself.
+#include <pthread.h>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -67,7 +68,10 @@ class StateEngineImpl final : public StateEngine {
     }
     taker_position_ = *position;
     if (options_.background_snapshots && !options_.reducers.empty())
-      taker_ = std::thread([this] { TakerLoop(); });
+      taker_ = std::thread([this] {
+        ::pthread_setname_np(::pthread_self(), "snapshots");
+        TakerLoop();
+      });
     return Status::Ok();
   }
 

@@ -1,6 +1,7 @@
 // StoreImpl: options and input validation, the manifest and the directory
 // lock, routing appends to partitions, merging partitions for global reads,
 // and the background checkpointer.
+#include <pthread.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/file.h>
@@ -162,7 +163,10 @@ Status StoreImpl::OpenImpl() {
   }
   sequencer_ = std::make_unique<Sequencer>(last_position, last_time);
   for (auto& p : partitions_) ANNAL_RETURN_IF_ERROR(p->StartWriter(sequencer_.get()));
-  checkpointer_ = std::thread([this] { CheckpointerLoop(); });
+  checkpointer_ = std::thread([this] {
+    ::pthread_setname_np(::pthread_self(), "checkpointer");
+    CheckpointerLoop();
+  });
   open_ = true;
   options_.log("opened " + dir_ + ": " + std::to_string(manifest_.partitions) +
                " partitions, durable head " + std::to_string(last_position));

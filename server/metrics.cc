@@ -117,6 +117,7 @@ std::string RenderPrometheus(const ServerMetrics& m, const StoreStats& store,
        &PartitionStats::tail_cache_hits},
       {"annal_tail_cache_misses_total", "Reads of unsealed segments that read the file.", "counter",
        &PartitionStats::tail_cache_misses},
+      {"annal_tail_cache_bytes", "Memory of the tail cache's rings.", "gauge", &PartitionStats::tail_cache_bytes},
   };
   for (const PerPartition& f : kFields) {
     o << "# HELP " << f.name << ' ' << f.help << "\n# TYPE " << f.name << ' ' << f.type << '\n';

@@ -909,6 +909,23 @@ TEST(TailCacheTest, HoldsTheNewestBytesAndOnlyThose) {
   EXPECT_EQ(counters->misses.load(), misses + 2);
 }
 
+// The rings' memory is counted once per ring: a reused ring is not counted
+// again, and a ring stops counting when the cache holding it ends.
+TEST(TailCacheTest, CountsTheMemoryOfItsRings) {
+  auto counters = std::make_shared<TailCache::Counters>();
+  {
+    auto first = std::make_unique<TailCache>(1000, 64, counters);
+    EXPECT_EQ(counters->ring_bytes.load(), 1000u);
+    TailCache second(1000, 64, counters);
+    EXPECT_EQ(counters->ring_bytes.load(), 2000u);
+    TailCache third(1000, 64, counters, first->TakeRing());
+    EXPECT_EQ(counters->ring_bytes.load(), 2000u);
+    first.reset();  // its ring lives on in `third`
+    EXPECT_EQ(counters->ring_bytes.load(), 2000u);
+  }
+  EXPECT_EQ(counters->ring_bytes.load(), 0u);
+}
+
 BlockCache::Bytes MakeBytes(size_t size, uint8_t fill) {
   return std::make_shared<const std::vector<uint8_t>>(size, fill);
 }

@@ -99,6 +99,8 @@ TEST(ServerTest, MetricsEndpointServesPrometheusText) {
   EXPECT_NE(page.find("\nannal_block_cache_hits_total "), std::string::npos);
   EXPECT_NE(page.find("\nannal_tail_cache_hits_total{partition=\"0\"} "), std::string::npos);
   EXPECT_NE(page.find("\nannal_tail_cache_misses_total{partition=\"0\"} "), std::string::npos);
+  // The active segment's ring, at annald's default of 16 MiB.
+  EXPECT_NE(page.find("\nannal_tail_cache_bytes{partition=\"0\"} 16777216\n"), std::string::npos) << page;
   EXPECT_NE(page.find("annal_durable_head_position 5"), std::string::npos);
   EXPECT_NE(HttpGet((*server)->metrics_port(), "/other").find("404 Not Found"), std::string::npos);
   ::close(fd);

@@ -1345,6 +1345,7 @@ PartitionStats Partition::Stats() const {
   s.batch_events = batch_events_.Take();
   s.tail_cache_hits = tail_counters_->hits.load(std::memory_order_relaxed);
   s.tail_cache_misses = tail_counters_->misses.load(std::memory_order_relaxed);
+  s.tail_cache_bytes = tail_counters_->ring_bytes.load(std::memory_order_relaxed);
   std::shared_lock lock(mu_);
   s.streams = streams_.size();
   s.segments = segments_.size();

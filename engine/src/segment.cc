@@ -18,9 +18,15 @@ Status CorruptionAt(const SegmentFile& seg, uint64_t offset, const std::string& 
 
 TailCache::TailCache(size_t capacity, uint64_t start, std::shared_ptr<Counters> counters,
                      std::unique_ptr<uint8_t[]> ring)
-    : ring_(ring ? std::move(ring) : std::unique_ptr<uint8_t[]>(new uint8_t[capacity])),
-      capacity_(capacity), start_(start), end_(start), counters_(std::move(counters)) {
+    : ring_(std::move(ring)), capacity_(capacity), start_(start), end_(start), counters_(std::move(counters)) {
   ANNAL_ASSERT(capacity > 0 && counters_ != nullptr);
+  if (ring_) return;  // counted by the cache it came from
+  ring_.reset(new uint8_t[capacity_]);
+  counters_->ring_bytes.fetch_add(capacity_, std::memory_order_relaxed);
+}
+
+TailCache::~TailCache() {
+  if (ring_) counters_->ring_bytes.fetch_sub(capacity_, std::memory_order_relaxed);
 }
 
 template <typename Fn>

@@ -34,25 +34,31 @@ class BlockCache;
 // durable; a ring holds the last `capacity` bytes.
 class TailCache {
  public:
-  // Reads served and missed, shared by a partition's caches.
+  // Reads served and missed, and the memory of the rings, shared by a
+  // partition's caches.
   struct Counters {
     std::atomic<uint64_t> hits{0};
     std::atomic<uint64_t> misses{0};
+    std::atomic<uint64_t> ring_bytes{0};
   };
 
   // Empty; the first byte added will be the segment's byte at `start`. The
-  // ring is `ring` when given (from TakeRing, at least `capacity` bytes):
-  // reusing one costs the writer nothing, where freeing 16 MiB of touched
-  // memory took it about 3 ms.
+  // ring is `ring` when given (from TakeRing of a cache of the same
+  // capacity and counters): reusing one costs the writer nothing, where
+  // freeing 16 MiB of touched memory took it about 3 ms.
   TailCache(size_t capacity, uint64_t start, std::shared_ptr<Counters> counters,
             std::unique_ptr<uint8_t[]> ring = nullptr);
+  ~TailCache();
+  TailCache(const TailCache&) = delete;
+  TailCache& operator=(const TailCache&) = delete;
   // Adds the segment's bytes [offset, offset + len); `offset` is where the
   // last addition ended.
   void Add(uint64_t offset, const uint8_t* data, size_t len);
   // Copies [offset, offset + len) and returns true when it is all held.
   bool Read(uint64_t offset, size_t len, uint8_t* out) const;
-  // Gives up the ring (for another TailCache to reuse); from then on every
-  // read misses and additions are dropped.
+  // Gives up the ring, for a new TailCache to reuse (it stays counted in
+  // ring_bytes until that one ends); from then on every read misses and
+  // additions are dropped.
   std::unique_ptr<uint8_t[]> TakeRing();
 
  private:

@@ -56,6 +56,9 @@ struct PartitionStats {
   // (Options::tail_cache_bytes), and those that read the file instead.
   uint64_t tail_cache_hits = 0;
   uint64_t tail_cache_misses = 0;
+  // Memory of the tail cache's rings: one per unsealed segment that has
+  // one, at most two per partition.
+  uint64_t tail_cache_bytes = 0;
   bool fail_stopped = false;
   Histogram::Snapshot sync_seconds;   // write + sync of one batch
   Histogram::Snapshot batch_events;   // events per batch

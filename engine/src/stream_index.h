@@ -44,6 +44,16 @@ class StreamTable {
  public:
   static constexpr double kMaxLoad = 0.85;
 
+  StreamTable() = default;
+  // A copy holds the streams, never a capture in progress.
+  StreamTable(const StreamTable& other) : slots_(other.slots_), size_(other.size_) {}
+  StreamTable& operator=(const StreamTable& other) {
+    if (this != &other) *this = StreamTable(other);
+    return *this;
+  }
+  StreamTable(StreamTable&&) = default;
+  StreamTable& operator=(StreamTable&&) = default;
+
   // Makes room for `streams` slots without growing.
   void Reserve(size_t streams);
 

@@ -1423,7 +1423,7 @@ Status Partition::Finish(uint32_t segment_id) {
     std::shared_lock lock(mu_);
     SegmentSlot& slot = slot_of();
     file = slot.file;
-    building = slot.building.get();  // complete: the writer moved on; only this thread frees it
+    building = slot.building.get();  // complete: the writer moved on; only this thread drops it
     samples = slot.summary.samples;
     end = slot.summary.end_offset;
   }

@@ -11,9 +11,7 @@
 //   it. Readers take it shared for a lookup, then read files without it:
 //   bytes below a segment's published end_offset never change. A checkpoint
 //   takes it shared in short steps, never for the whole stream index, so
-//   that the writer never waits long to publish (CaptureCheckpoint). It is
-//   a WriterFirstMutex: a reader who comes while the writer waits queues
-//   behind it, so no thread may take it shared while already holding it.
+//   that the writer never waits long to publish (CaptureCheckpoint).
 // - `queue_mu_` guards the append queue, the stopping flag and the fail-stop
 //   status. Appenders hold it only to push, and notify the writer only when
 //   it is idle (nothing in flight): a busy writer looks at the queue after
@@ -54,7 +52,6 @@
 #include "segment_index.h"
 #include "sequencer.h"
 #include "stream_index.h"
-#include "writer_first_mutex.h"
 
 namespace annal {
 
@@ -266,7 +263,7 @@ class Partition {
   const PartitionConfig config_;
   Sequencer* sequencer_ = nullptr;
 
-  mutable WriterFirstMutex mu_;
+  mutable std::shared_mutex mu_;
   StreamTable streams_;                // guarded by mu_
   std::vector<SegmentSlot> segments_;  // guarded by mu_; ids ascending, contiguous
   uint64_t last_position_ = 0;         // guarded by mu_

@@ -1,9 +1,9 @@
 #include "metrics.h"
 
-#include <pthread.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 

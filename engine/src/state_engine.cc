@@ -10,6 +10,7 @@
 // With no snapshot the events must all be folded anyway, so reading them up
 // to the first one after T costs one event more than the fold itself.
 #include <pthread.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>

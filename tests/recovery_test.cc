@@ -3,6 +3,7 @@
 // fail-stops its partition.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <thread>
 
+#include "annal/limits.h"
 #include "annal/store.h"
 #include "fault_env.h"
 #include "format.h"
@@ -328,6 +330,42 @@ TEST_F(RecoveryTest, CheckpointsTakenWhileAppendsRunAreEachOnePointOfTheLog) {
       ASSERT_EQ(info->event_count, counts[i]) << name(i);
     }
   }
+}
+
+// A checkpoint copies the whole stream table, so the background
+// checkpointer waits for the log to outgrow the last one several times
+// over, however small checkpoint_interval_bytes is.
+TEST_F(RecoveryTest, BackgroundCheckpointsWaitForTheLogToOutgrowTheLastOne) {
+  options_.checkpoint_interval_bytes = 1;
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  for (int i = 0; i < 5000; ++i)
+    ASSERT_TRUE((*store)->Append("s-" + std::to_string(i), ExpectedVersion::Any(), {Event("T", "x")}).ok());
+  ASSERT_TRUE((*store)->Checkpoint().ok());
+  auto inode = [&] {
+    struct stat st{};
+    return ::stat(CheckpointPath().c_str(), &st) == 0 ? st.st_ino : ino_t{0};
+  };
+  const ino_t first = inode();
+  const uint64_t size = std::filesystem::file_size(CheckpointPath());
+  ASSERT_GT(size, 5000u * 40);
+  // A tenth of the checkpoint's size in log: the checkpointer (every 200 ms)
+  // lets it be.
+  std::string payload(200, 'p');
+  uint64_t written = 0;
+  for (int i = 0; written < size / 10; ++i, written += 300)
+    ASSERT_TRUE((*store)->Append("s-" + std::to_string(i), ExpectedVersion::Any(), {Event("T", payload)}).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  EXPECT_EQ(inode(), first) << "a checkpoint was written after " << written << " bytes of log";
+  // Past limits::kLogBytesPerCheckpointByte times its size, it writes one.
+  for (int i = 0; written < 2 * limits::kLogBytesPerCheckpointByte * size; ++i, written += 200)
+    ASSERT_TRUE((*store)->Append("s-" + std::to_string(i), ExpectedVersion::Any(), {Event("T", payload)}).ok());
+  bool replaced = false;
+  for (int i = 0; i < 100 && !replaced; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    replaced = inode() != first;
+  }
+  EXPECT_TRUE(replaced) << "no checkpoint after " << written << " bytes of log";
 }
 
 TEST_F(RecoveryTest, MissingSegmentInTheMiddleIsCorruption) {

@@ -1,7 +1,7 @@
 #include "partition.h"
 
-#include <pthread.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -248,6 +248,7 @@ bool Partition::LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset) {
     }
   }
   streams_ = std::move(streams);
+  last_checkpoint_bytes_ = data->size();
   last_position_ = h.last_position;
   last_recorded_at_ns_ = h.last_recorded_at_ns;
   *start_slot = static_cast<uint32_t>(sums.size() - 1);
@@ -1500,6 +1501,7 @@ Status Partition::WriteCheckpoint() {
     data = CaptureCheckpoint(tries < kCheckpointStepTries ? kCheckpointStepSlots : SIZE_MAX);
   ANNAL_RETURN_IF_ERROR(fs::WriteFileAtomically(config_.dir, format::CheckpointFileName(), *data));
   bytes_since_checkpoint_.fetch_sub(bytes_before);
+  last_checkpoint_bytes_ = data->size();
   return Status::Ok();
 }
 

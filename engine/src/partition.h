@@ -147,6 +147,7 @@ class Partition {
   PartitionStats Stats() const;
   Status WriteCheckpoint();
   uint64_t bytes_since_checkpoint() const { return bytes_since_checkpoint_.load(); }
+  uint64_t last_checkpoint_bytes() const { return last_checkpoint_bytes_.load(); }
   uint32_t id() const { return config_.id; }
 
  private:
@@ -327,6 +328,7 @@ class Partition {
 
   std::mutex checkpoint_mu_;
   std::atomic<uint64_t> bytes_since_checkpoint_{0};
+  std::atomic<uint64_t> last_checkpoint_bytes_{0};  // size of the last checkpoint written
 };
 
 }  // namespace annal

@@ -1,9 +1,9 @@
 // StoreImpl: options and input validation, the manifest and the directory
 // lock, routing appends to partitions, merging partitions for global reads,
 // and the background checkpointer.
-#include <pthread.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <sys/file.h>
 
 #include <algorithm>
@@ -16,6 +16,7 @@
 
 #include "annal/assert.h"
 #include "annal/env.h"
+#include "annal/limits.h"
 #include "annal/store.h"
 #include "format.h"
 #include "block_cache.h"
@@ -393,6 +394,9 @@ void StoreImpl::CheckpointerLoop() {
       auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last[i]);
       bool due = bytes >= options_.checkpoint_interval_bytes ||
                  (bytes > 0 && static_cast<uint64_t>(age.count()) >= options_.checkpoint_interval_ms);
+      // A checkpoint copies the whole stream table: with many streams it
+      // waits until it is small beside the log written since the last.
+      due = due && bytes >= limits::kLogBytesPerCheckpointByte * partitions_[i]->last_checkpoint_bytes();
       if (!due) continue;
       Status s = partitions_[i]->WriteCheckpoint();
       if (!s.ok()) options_.log("checkpoint of partition " + std::to_string(i) + " failed: " + s.ToString());

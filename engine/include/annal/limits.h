@@ -38,5 +38,9 @@ inline constexpr size_t kStreamAnchors = 8;
 // bytes (12 bytes of memory each: 12 KiB per 64 MiB segment), so a read of
 // the global log from a position skips at most this much on batch headers.
 inline constexpr uint64_t kPositionIndexStrideBytes = 64 * 1024;
+// The background checkpointer waits for the log to grow by this many times
+// the last index checkpoint's size before it writes the next
+// (Options::checkpoint_interval_ms).
+inline constexpr uint64_t kLogBytesPerCheckpointByte = 4;
 
 }  // namespace annal::limits

@@ -37,7 +37,12 @@ struct Options {
   // An index checkpoint of a partition is written once this many log bytes
   // were appended to it since the last one...
   uint64_t checkpoint_interval_bytes = 64ull * 1024 * 1024;
-  // ...or once this much time passed with at least one append.
+  // ...or once this much time passed with at least one append; but never
+  // before the log has grown by limits::kLogBytesPerCheckpointByte times
+  // the last checkpoint's size. A checkpoint holds the whole stream table
+  // (40 bytes a stream), so with millions of streams it would otherwise
+  // write more than the log itself; the bound keeps its writes a fraction
+  // of the log's, and what a restart replays a few times its size.
   uint64_t checkpoint_interval_ms = 60'000;
 
   // Sealing: once a partition's active segment is full, a background

@@ -292,10 +292,8 @@ class Core {
   Status Start() {
     wake_.Reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!wake_.valid()) return Status::FromErrno(errno, "eventfd");
-    thread_ = std::thread([this] {
-      ::pthread_setname_np(::pthread_self(), "annal-client");
-      Run();
-    });
+    thread_ = std::thread([this] { Run(); });
+    ::pthread_setname_np(thread_.native_handle(), "annal-client");
     return Status::Ok();
   }
 

@@ -170,10 +170,8 @@ class Runner final : public ProjectionRunner {
   // Subscribes (unless rebuilding first) and starts the runner's thread.
   Status Begin() {
     if (!rebuild_head_) ANNAL_RETURN_IF_ERROR(Subscribe(handled_through_ + 1));
-    thread_ = std::thread([this] {
-      ::pthread_setname_np(::pthread_self(), "projection");
-      Run();
-    });
+    thread_ = std::thread([this] { Run(); });
+    ::pthread_setname_np(thread_.native_handle(), "projection");
     return Status::Ok();
   }
 

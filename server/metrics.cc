@@ -165,10 +165,8 @@ Status MetricsEndpoint::Start(const std::string& address, int port, std::functio
   if (!fd.ok()) return fd.status();
   listen_fd_ = *fd;
   render_ = std::move(render);
-  thread_ = std::thread([this] {
-    ::pthread_setname_np(::pthread_self(), "metrics");
-    Serve();
-  });
+  thread_ = std::thread([this] { Serve(); });
+  ::pthread_setname_np(thread_.native_handle(), "metrics");
   return Status::Ok();
 }
 

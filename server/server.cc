@@ -199,18 +199,13 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerConfig& config,
                               raw->states_->GetStats());
     }));
   }
-  s->io_thread_ = std::thread([raw = s.get()] {
-    ::pthread_setname_np(::pthread_self(), "network");
-    raw->IoLoop();
-  });
-  s->sub_thread_ = std::thread([raw = s.get()] {
-    ::pthread_setname_np(::pthread_self(), "subscriptions");
-    raw->SubscriptionLoop();
-  });
-  s->state_thread_ = std::thread([raw = s.get()] {
-    ::pthread_setname_np(::pthread_self(), "state-loads");
-    raw->StateLoop();
-  });
+  // Named here, by their creator, so the names are there when Start returns.
+  s->io_thread_ = std::thread([raw = s.get()] { raw->IoLoop(); });
+  ::pthread_setname_np(s->io_thread_.native_handle(), "network");
+  s->sub_thread_ = std::thread([raw = s.get()] { raw->SubscriptionLoop(); });
+  ::pthread_setname_np(s->sub_thread_.native_handle(), "subscriptions");
+  s->state_thread_ = std::thread([raw = s.get()] { raw->StateLoop(); });
+  ::pthread_setname_np(s->state_thread_.native_handle(), "state-loads");
   return s;
 }
 

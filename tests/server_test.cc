@@ -6,9 +6,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "annald_process.h"
 #include "raw_client.h"
@@ -111,17 +116,29 @@ TEST(ServerTest, ThreadsAreNamed) {
   TempDir dir("server-threads");
   auto server = AnnaldProcess::Start(dir.path());
   ASSERT_TRUE(server.ok()) << server.status().ToString();
-  std::set<std::string> names;
+  const std::vector<std::string> wanted{"network", "subscriptions", "state-loads", "metrics",
+                                        "writer-p0", "finisher-p0", "checkpointer"};
   std::string tasks = "/proc/" + std::to_string((*server)->pid()) + "/task";
-  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
-    std::ifstream comm(task.path() / "comm");
-    std::string name;
-    std::getline(comm, name);
-    names.insert(name);
+  auto names = [&] {
+    std::set<std::string> out;
+    for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+      std::ifstream comm(task.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      out.insert(name);
+    }
+    return out;
+  };
+  // Threads are named as they are made; a slow (sanitized) start gets time.
+  std::set<std::string> seen = names();
+  auto all_there = [&] {
+    return std::all_of(wanted.begin(), wanted.end(), [&](const std::string& w) { return seen.count(w) > 0; });
+  };
+  for (int i = 0; i < 100 && !all_there(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    seen = names();
   }
-  for (const char* want : {"network", "subscriptions", "state-loads", "metrics", "writer-p0", "finisher-p0",
-                           "checkpointer"})
-    EXPECT_TRUE(names.count(want)) << "no thread named " << want;
+  for (const std::string& want : wanted) EXPECT_TRUE(seen.count(want)) << "no thread named " << want;
 }
 
 TEST(ServerTest, SigtermFinishesWritesACheckpointAndExitsZero) {

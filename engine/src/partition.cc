@@ -45,10 +45,11 @@ Partition::Partition(PartitionConfig config)
 
 Partition::~Partition() { StopWriter(); }
 
-// Names the calling thread `prefix` and this partition's id, as `top -H`
-// and debuggers show it (at most 15 characters).
-void Partition::NameThread(const char* prefix) const {
-  ::pthread_setname_np(::pthread_self(), (prefix + std::to_string(config_.id)).substr(0, 15).c_str());
+// Names `t` `prefix` and this partition's id, as `top -H` and debuggers
+// show it (at most 15 characters). Named by its creator, so the name is
+// there as soon as the thread is.
+void Partition::NameThread(std::thread& t, const char* prefix) const {
+  ::pthread_setname_np(t.native_handle(), (prefix + std::to_string(config_.id)).substr(0, 15).c_str());
 }
 
 void Partition::Log(const std::string& line) const {
@@ -435,14 +436,10 @@ Status Partition::StartWriter(Sequencer* sequencer) {
   active_->tail = NewTailCache(write_offset_);
   ANNAL_RETURN_IF_ERROR(OpenForWriting());
   if (!prepared_) StartPreparing();
-  writer_ = std::thread([this] {
-    NameThread("writer-p");
-    WriterLoop();
-  });
-  finisher_ = std::thread([this] {
-    NameThread("finisher-p");
-    FinisherLoop();
-  });
+  writer_ = std::thread([this] { WriterLoop(); });
+  NameThread(writer_, "writer-p");
+  finisher_ = std::thread([this] { FinisherLoop(); });
+  NameThread(finisher_, "finisher-p");
   return Status::Ok();
 }
 
@@ -727,13 +724,13 @@ void Partition::StartPreparing() {
   if (active_->id >= format::kMaxSegmentId) return;
   format::SegmentHeader h{config_.id, active_->id + 1, config_.segment_bytes, config_.partitions};
   prepare_thread_ = std::thread([this, h] {
-    NameThread("prepare-p");
     auto seg = CreateSegment(config_.dir, h);
     if (seg.ok())
       prepared_ = std::move(*seg);
     else
       prepare_status_ = seg.status();
   });
+  NameThread(prepare_thread_, "prepare-p");
 }
 
 std::shared_ptr<SegmentFile> Partition::TakePrepared() {

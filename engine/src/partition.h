@@ -259,7 +259,7 @@ class Partition {
   Status ReadRecordAt(uint64_t location, bool verify, std::vector<uint8_t>* buf,
                       format::RecordView* r) const;
   void Log(const std::string& line) const;
-  void NameThread(const char* prefix) const;
+  void NameThread(std::thread& t, const char* prefix) const;
 
   const PartitionConfig config_;
   Sequencer* sequencer_ = nullptr;

@@ -68,11 +68,10 @@ class StateEngineImpl final : public StateEngine {
       return Status::Ok();
     }
     taker_position_ = *position;
-    if (options_.background_snapshots && !options_.reducers.empty())
-      taker_ = std::thread([this] {
-        ::pthread_setname_np(::pthread_self(), "snapshots");
-        TakerLoop();
-      });
+    if (options_.background_snapshots && !options_.reducers.empty()) {
+      taker_ = std::thread([this] { TakerLoop(); });
+      ::pthread_setname_np(taker_.native_handle(), "snapshots");
+    }
     return Status::Ok();
   }
 

@@ -164,10 +164,8 @@ Status StoreImpl::OpenImpl() {
   }
   sequencer_ = std::make_unique<Sequencer>(last_position, last_time);
   for (auto& p : partitions_) ANNAL_RETURN_IF_ERROR(p->StartWriter(sequencer_.get()));
-  checkpointer_ = std::thread([this] {
-    ::pthread_setname_np(::pthread_self(), "checkpointer");
-    CheckpointerLoop();
-  });
+  checkpointer_ = std::thread([this] { CheckpointerLoop(); });
+  ::pthread_setname_np(checkpointer_.native_handle(), "checkpointer");
   open_ = true;
   options_.log("opened " + dir_ + ": " + std::to_string(manifest_.partitions) +
                " partitions, durable head " + std::to_string(last_position));

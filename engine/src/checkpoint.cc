@@ -62,7 +62,6 @@ class Reader {
 
 CheckpointEncoder::CheckpointEncoder(const CheckpointHeader& h, uint32_t segments, uint64_t streams)
     : segments_left_(segments), streams_left_(streams) {
-  if (segments == 0) out_.reserve(kHeaderBytes + streams * kStreamBytes + 8);
   Raw(format::kCheckpointMagic, 8);
   U32(format::kCheckpointVersion);
   U32(h.partition);
@@ -72,7 +71,12 @@ CheckpointEncoder::CheckpointEncoder(const CheckpointHeader& h, uint32_t segment
   U64(static_cast<uint64_t>(h.last_recorded_at_ns));
   U32(segments);
   U64(streams);
+  if (segments_left_ == 0) ReserveForStreams();
 }
+
+// The streams may be added in steps under their owner's lock: growing the
+// buffer then would copy all of it inside one step.
+void CheckpointEncoder::ReserveForStreams() { out_.reserve(out_.size() + streams_left_ * kStreamBytes + 8); }
 
 void CheckpointEncoder::AddSegment(const SegmentSummary& s) {
   ANNAL_ASSERT(segments_left_ > 0);
@@ -91,9 +95,7 @@ void CheckpointEncoder::AddSegment(const SegmentSummary& s) {
   }
   U32(static_cast<uint32_t>(s.index.size()));
   Raw(s.index.data(), s.index.size());
-  // The streams may be added in steps under their owner's lock: growing
-  // the buffer then would copy all of it inside one step.
-  if (segments_left_ == 0) out_.reserve(out_.size() + streams_left_ * kStreamBytes + 8);
+  if (segments_left_ == 0) ReserveForStreams();
 }
 
 void CheckpointEncoder::AddStream(const StreamSlot& e) {

@@ -72,8 +72,9 @@ class CheckpointEncoder {
   std::string Finish();
 
  private:
-  static constexpr size_t kHeaderBytes = 52;  // up to and including stream_count
   static constexpr size_t kStreamBytes = 40;
+
+  void ReserveForStreams();  // once every segment is in
 
   void U32(uint32_t v) { Raw(&v, 4); }
   void U64(uint64_t v) { Raw(&v, 8); }

@@ -234,15 +234,16 @@ class Runner final : public ProjectionRunner {
     std::vector<Status> results(slices.size());
     std::vector<std::thread> threads;
     size_t running = slices.size();
-    for (size_t i = 0; i < slices.size(); ++i)
+    for (size_t i = 0; i < slices.size(); ++i) {
       threads.emplace_back([this, &slices, &results, &running, i] {
-        ::pthread_setname_np(::pthread_self(), ("replay-" + std::to_string(i)).substr(0, 15).c_str());
         results[i] = RunSlice(slices[i]);
         std::lock_guard lock(mu_);
         if (!results[i].ok()) slice_failed_ = true;
         --running;
         cv_.notify_all();
       });
+      ::pthread_setname_np(threads.back().native_handle(), ("replay-" + std::to_string(i)).substr(0, 15).c_str());
+    }
     const bool show = options_.progress && (options_.force_progress || ::isatty(STDERR_FILENO) == 1);
     ProgressLine progress(options_.name, head);
     uint64_t replayed = 0;

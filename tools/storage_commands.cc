@@ -959,8 +959,12 @@ Result<std::optional<RunSet>> StreamRunsIn(
 
 std::string FirstOffsetsText(const Run& r) {
   std::string out;
-  for (size_t i = 0; i < r.offsets.size() && i < kFirstOffsetsShown; ++i)
-    out += (i ? " " : "") + std::to_string(r.offsets[i]);
+  // Appended piece by piece: GCC 12 at -O3 took `(i ? " " : "") + ...`
+  // for an overlapping copy (-Wrestrict) and failed the build.
+  for (size_t i = 0; i < r.offsets.size() && i < kFirstOffsetsShown; ++i) {
+    if (i) out += ' ';
+    out += std::to_string(r.offsets[i]);
+  }
   if (r.offsets.size() > kFirstOffsetsShown) out += " ...";
   return out;
 }

@@ -125,8 +125,10 @@ bool ParseSegmentPath(const std::string& path, SegmentLocation* out) {
   for (uint32_t partition = 0; partition < limits::kMaxPartitions; ++partition) {
     if (format::PartitionDirName(partition) != dir_name) continue;
     out->partition = partition;
-    out->data_dir = p.parent_path().parent_path().string();
-    if (out->data_dir.empty()) out->data_dir = ".";
+    // Built whole and moved in: GCC 12 at -O3 took assigning "." to a
+    // string for an overlapping copy (-Wrestrict) and failed the build.
+    std::string data_dir = p.parent_path().parent_path().string();
+    out->data_dir = data_dir.empty() ? std::string(".") : std::move(data_dir);
     return true;
   }
   return false;

@@ -365,5 +365,48 @@ TEST(SegmentIndexTest, BuilderRunsFollowBackPointers) {
   EXPECT_FALSE(b.FindAt(2, 300, 0, &run));
 }
 
+// The builder's runs by hash, against a plain model: hashes that agree in
+// their low bits (so the table's probes run long and it grows many times)
+// and hashes shared by several streams, whose runs chain.
+TEST(SegmentIndexTest, BuilderFindsEveryRunOfEveryHash) {
+  constexpr uint32_t kSegment = 4;
+  SegmentIndexBuilder b(kSegment);
+  struct Stream {
+    uint64_t hash, next_version = 0, head = kNoLocation;
+    std::vector<uint32_t> offsets;
+  };
+  std::vector<Stream> streams;
+  for (uint64_t i = 0; i < 3000; ++i) streams.push_back(Stream{(i % 1000) << 32 | 7});  // 3 streams a hash
+  std::mt19937_64 rng(5);
+  uint32_t offset = 64;
+  for (int i = 0; i < 30000; ++i) {
+    Stream& s = streams[rng() % streams.size()];
+    b.Add(s.hash, s.next_version++, s.head, offset);
+    s.head = MakeLocation(kSegment, offset);
+    s.offsets.push_back(offset);
+    offset += 64;
+  }
+  for (const Stream& s : streams) {
+    if (s.offsets.empty()) continue;
+    annal::Run run;
+    ASSERT_TRUE(b.FindAt(s.hash, s.offsets.back(), 0, &run)) << s.hash;
+    EXPECT_EQ(run.offsets, s.offsets);
+    EXPECT_EQ(run.first_version, 0u);
+  }
+  // Find gives every run of a hash, in the order they were begun.
+  for (uint64_t h = 0; h < 1000; ++h) {
+    std::vector<annal::Run> runs;
+    b.Find(h << 32 | 7, &runs);
+    std::vector<uint32_t> firsts, expected;
+    for (const annal::Run& r : runs) firsts.push_back(r.offsets.front());
+    for (uint64_t i = h; i < streams.size(); i += 1000)
+      if (!streams[i].offsets.empty()) expected.push_back(streams[i].offsets.front());
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(firsts, expected) << h;
+  }
+  annal::Run none;
+  EXPECT_FALSE(b.FindAt(uint64_t{1000} << 32 | 7, 64, 0, &none));
+}
+
 }  // namespace
 }  // namespace annal::format

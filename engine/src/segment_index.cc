@@ -34,13 +34,42 @@ bool IsSegmentIndexTempFile(std::string_view name) {
 
 // ---------------------------------------------------------------- building
 
+uint32_t SegmentIndexBuilder::Newest(uint64_t hash) const {
+  if (slots_.empty()) return kNoRun;
+  const size_t mask = slots_.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    const Slot& s = slots_[i];
+    if (s.run == kNoRun || s.hash == hash) return s.run;
+  }
+}
+
+void SegmentIndexBuilder::Link(uint32_t run) {
+  if ((hashes_ + 1) * 2 > slots_.size()) {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(std::max<size_t>(16, old.size() * 2), Slot{});
+    const size_t mask = slots_.size() - 1;
+    for (const Slot& s : old) {
+      if (s.run == kNoRun) continue;
+      size_t i = s.hash & mask;
+      while (slots_[i].run != kNoRun) i = (i + 1) & mask;
+      slots_[i] = s;
+    }
+  }
+  const uint64_t hash = runs_[run].hash;
+  const size_t mask = slots_.size() - 1;
+  size_t i = hash & mask;
+  while (slots_[i].run != kNoRun && slots_[i].hash != hash) i = (i + 1) & mask;
+  if (slots_[i].run == kNoRun) ++hashes_;
+  older_.push_back(slots_[i].run);
+  slots_[i] = Slot{hash, run};
+}
+
 void SegmentIndexBuilder::Add(uint64_t hash, uint64_t version, uint64_t prev_location, uint32_t offset) {
   ++events_;
   if (prev_location != format::kNoLocation && format::LocationSegment(prev_location) == segment_id_) {
     uint32_t prev_offset = format::LocationOffset(prev_location);
-    auto [it, end] = by_hash_.equal_range(hash);
-    for (; it != end; ++it) {
-      Run& run = runs_[it->second];
+    for (uint32_t r = Newest(hash); r != kNoRun; r = older_[r]) {
+      Run& run = runs_[r];
       if (run.offsets.back() == prev_offset) {
         ANNAL_ASSERT(version == run.last_version() + 1);
         run.offsets.push_back(offset);
@@ -48,13 +77,16 @@ void SegmentIndexBuilder::Add(uint64_t hash, uint64_t version, uint64_t prev_loc
       }
     }
   }
-  by_hash_.emplace(hash, static_cast<uint32_t>(runs_.size()));
+  ANNAL_ASSERT(runs_.size() < kNoRun);
   runs_.push_back(Run{hash, version, prev_location, {offset}});
+  Link(static_cast<uint32_t>(runs_.size() - 1));
 }
 
 void SegmentIndexBuilder::Find(uint64_t hash, std::vector<Run>* out) const {
-  auto [it, end] = by_hash_.equal_range(hash);
-  for (; it != end; ++it) out->push_back(runs_[it->second]);
+  // Oldest first: the order the runs were begun in.
+  const size_t from = out->size();
+  for (uint32_t r = Newest(hash); r != kNoRun; r = older_[r]) out->push_back(runs_[r]);
+  std::reverse(out->begin() + static_cast<ptrdiff_t>(from), out->end());
 }
 
 std::optional<RunCut> CutRunAt(const Run& run, uint32_t offset, uint64_t min_version) {
@@ -66,9 +98,8 @@ std::optional<RunCut> CutRunAt(const Run& run, uint32_t offset, uint64_t min_ver
 }
 
 bool SegmentIndexBuilder::FindAt(uint64_t hash, uint32_t offset, uint64_t min_version, Run* out) const {
-  auto [it, end] = by_hash_.equal_range(hash);
-  for (; it != end; ++it) {
-    const Run& run = runs_[it->second];
+  for (uint32_t r = Newest(hash); r != kNoRun; r = older_[r]) {
+    const Run& run = runs_[r];
     std::optional<RunCut> cut = CutRunAt(run, offset, min_version);
     if (!cut) continue;
     // Copies only the cut: a hot stream's run holds most of a segment.
@@ -83,10 +114,9 @@ bool SegmentIndexBuilder::FindAt(uint64_t hash, uint32_t offset, uint64_t min_ve
 }
 
 size_t SegmentIndexBuilder::memory_bytes() const {
-  // Runs and their offsets, the hash map's nodes and buckets, the samples.
-  return runs_.capacity() * sizeof(Run) + events_ * sizeof(uint32_t) +
-         by_hash_.size() * (sizeof(std::pair<uint64_t, uint32_t>) + 2 * sizeof(void*)) +
-         by_hash_.bucket_count() * sizeof(void*);
+  // Runs and their offsets, the table and its chains.
+  return runs_.capacity() * sizeof(Run) + events_ * sizeof(uint32_t) + slots_.capacity() * sizeof(Slot) +
+         older_.capacity() * sizeof(uint32_t);
 }
 
 std::string SegmentIndexBuilder::Encode(uint32_t partition, const std::vector<TimeSample>& samples_,
@@ -193,6 +223,7 @@ Result<std::unique_ptr<SegmentIndexBuilder>> SegmentIndexBuilder::Decode(std::st
     return bad("sizes do not add up");
   auto b = std::make_unique<SegmentIndexBuilder>(Get32(p + 16));
   b->runs_.reserve(runs);
+  b->older_.reserve(runs);
   for (uint64_t i = 0; i < runs; ++i) {
     const uint8_t* r = p + runs_at + i * format::kRunBytes;
     uint32_t count = Get32(r + 24), first = Get32(r + 28);
@@ -203,9 +234,9 @@ Result<std::unique_ptr<SegmentIndexBuilder>> SegmentIndexBuilder::Decode(std::st
     Run run{Get64(r), Get64(r + 8), Get64(r + 16), std::vector<uint32_t>(count)};
     std::memcpy(run.offsets.data(), p + offsets_at + uint64_t{first} * 4, count * 4ull);
     if (format::Checksum(run.offsets.data(), count * 4ull) != Get64(r + 32)) return bad("run offsets fail their checksum");
-    b->by_hash_.emplace(run.hash, static_cast<uint32_t>(b->runs_.size()));
     b->events_ += count;
     b->runs_.push_back(std::move(run));
+    b->Link(static_cast<uint32_t>(b->runs_.size() - 1));
   }
   return b;
 }

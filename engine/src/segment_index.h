@@ -44,7 +44,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "annal/status.h"
@@ -121,9 +120,27 @@ class SegmentIndexBuilder {
   // How many runs one step of a locked Encode reads.
   static constexpr size_t kEncodeStepRuns = 2048;
 
+  static constexpr uint32_t kNoRun = UINT32_MAX;
+  // The newest run of `hash`, or kNoRun; older ones follow through older_.
+  uint32_t Newest(uint64_t hash) const;
+  // Makes run `run` (the last one added) the newest of its hash.
+  void Link(uint32_t run);
+
   uint32_t segment_id_;
   std::vector<Run> runs_;
-  std::unordered_multimap<uint64_t, uint32_t> by_hash_;  // hash -> index in runs_
+  // Runs by hash: open addressing with linear probing over a power-of-two
+  // table, at most half full, a slot per hash naming its newest run; runs
+  // of one hash are chained newest to oldest by older_ (one entry per run).
+  // The lookup that every appended event makes touches one or two slots,
+  // where an unordered_multimap chased a node per run and was the writer's
+  // largest cost of its own (docs/benchmarks.md).
+  struct Slot {
+    uint64_t hash = 0;
+    uint32_t run = kNoRun;
+  };
+  std::vector<Slot> slots_;
+  std::vector<uint32_t> older_;
+  size_t hashes_ = 0;  // slots in use
   size_t events_ = 0;
 };
 

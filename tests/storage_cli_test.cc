@@ -24,6 +24,7 @@
 #include "annal/store.h"
 #include "format.h"
 #include "test_util.h"
+#include "torn_batch.h"
 
 #ifndef ANNAL_CLI_PATH
 #error "ANNAL_CLI_PATH must name the annal binary (set by tests/CMakeLists.txt)"
@@ -226,6 +227,18 @@ class StorageCliTest : public ::testing::Test {
     return {0, 0};
   }
 
+  // Copies the unsealed store to `copy` and names its first segment in
+  // `state` with events: partition, id and the copy's file.
+  struct CopiedSegment {
+    uint32_t partition, id;
+    std::string file;
+  };
+  static CopiedSegment CopyUnsealed(const TempDir& copy, const std::string& state) {
+    std::filesystem::copy(unsealed_->path(), copy.path(), std::filesystem::copy_options::recursive);
+    auto [partition, id] = FindSegment(*unsealed_, state);
+    return {partition, id,
+            copy.path() + "/" + format::PartitionDirName(partition) + "/" + format::SegmentFileName(id)};
+  }
   static Fixture* sealed_;
   static Fixture* unsealed_;
 };
@@ -551,10 +564,7 @@ TEST_F(StorageCliTest, CheckpointDumpShowsTailAndStreamCount) {
 
 TEST_F(StorageCliTest, DamagedRecordMakesSegmentDumpExit4NamingFileAndOffset) {
   TempDir copy("storage-cli-damaged");
-  std::filesystem::copy(unsealed_->path(), copy.path(), std::filesystem::copy_options::recursive);
-  auto [partition, id] = FindSegment(*unsealed_, "full");
-  const std::string file =
-      copy.path() + "/" + format::PartitionDirName(partition) + "/" + format::SegmentFileName(id);
+  auto [partition, id, file] = CopyUnsealed(copy, "full");
   Json dump = RunJson({"segment", "dump", file, "--json"});
   ASSERT_GE(dump["batches"].size(), 3u);
   const Json& victim = dump["batches"][2]["events"][3];
@@ -589,6 +599,92 @@ TEST_F(StorageCliTest, DamagedRecordMakesSegmentDumpExit4NamingFileAndOffset) {
 
   CliResult stats = RunCli({"segment", "stats", copy.path()});
   EXPECT_EQ(stats.exit_code, kExitProblems) << Describe(stats);
+}
+
+// Writes `bytes` over `path` at `offset`.
+void WriteAt(const std::string& path, uint64_t offset, const std::string& bytes) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(f.good()) << path;
+}
+
+// A batch torn at the end of the log (what a crash in mid-write leaves, or
+// what annald is writing while a command reads) was never acknowledged: the
+// commands warn and go on. The same batch with data after it is damage.
+TEST_F(StorageCliTest, TornFinalBatchIsAWarningAndTornBatchBeforeDataIsDamage) {
+  TempDir copy("storage-cli-torn");
+  auto [partition, id, file] = CopyUnsealed(copy, "active");
+  Json row;
+  for (const Json& s : Segments(*unsealed_, partition))
+    if (s["id"] == id) row = s;
+  const uint64_t end = row["data_end"].get<uint64_t>();
+  const uint64_t events = RunJson({"segment", "stats", file, "--json"})["total"]["events"].get<uint64_t>();
+  const std::string torn = testing::TornBatch(row["last_position"].get<uint64_t>() + 1);
+  WriteAt(file, end, torn);
+  const std::string warning = file + " at offset " + std::to_string(end) + ": warning: torn final batch";
+
+  CliResult ls = RunCli({"data", "ls", copy.path(), "--json"});
+  EXPECT_EQ(ls.exit_code, 0) << Describe(ls);
+  EXPECT_NE(ls.err.find(warning), std::string::npos) << Describe(ls);
+  Json listed = Json::parse(ls.out, nullptr, false);
+  ASSERT_FALSE(listed.is_discarded()) << Describe(ls);
+  for (const Json& s : listed["partitions"][partition]["segments"]) {
+    if (s["id"] != id) continue;
+    EXPECT_EQ(s["torn_final_batch"], end) << s.dump();
+    EXPECT_EQ(s["data_end"], end) << s.dump();
+    EXPECT_TRUE(s["problem"].is_null()) << s.dump();
+  }
+  CliResult table = RunCli({"data", "ls", copy.path()});
+  EXPECT_EQ(table.exit_code, 0) << Describe(table);
+  EXPECT_NE(table.out.find("active, torn tail"), std::string::npos) << Describe(table);
+
+  CliResult stats = RunCli({"segment", "stats", file, "--json"});
+  EXPECT_EQ(stats.exit_code, 0) << Describe(stats);
+  EXPECT_NE(stats.err.find(warning), std::string::npos) << Describe(stats);
+  Json counted = Json::parse(stats.out, nullptr, false);
+  ASSERT_FALSE(counted.is_discarded()) << Describe(stats);
+  EXPECT_EQ(counted["total"]["events"], events) << "the torn batch's event is not counted";
+
+  CliResult dump = RunCli({"segment", "dump", file, "--json"});
+  EXPECT_EQ(dump.exit_code, 0) << Describe(dump);
+  Json dumped = Json::parse(dump.out, nullptr, false);
+  ASSERT_FALSE(dumped.is_discarded()) << Describe(dump);
+  const Json& last = dumped["batches"].back();
+  EXPECT_EQ(last["offset"], end) << last.dump();
+  EXPECT_EQ(last["checksum_ok"], false) << last.dump();
+  EXPECT_TRUE(last["events"].empty()) << last.dump();
+  EXPECT_TRUE(dumped["problem"].is_null()) << dumped["problem"].dump();
+
+  // With data after it the torn batch is not the end of the log: damage,
+  // named at its offset, for every command.
+  auto expect_damage = [&](const std::string& what) {
+    SCOPED_TRACE(what);
+    for (const std::vector<std::string>& args : {std::vector<std::string>{"data", "ls", copy.path()},
+                                                 {"segment", "stats", file},
+                                                 {"segment", "dump", file}}) {
+      CliResult r = RunCli(args);
+      EXPECT_EQ(r.exit_code, kExitProblems) << Describe(r);
+      EXPECT_NE(r.err.find(file + " at offset " + std::to_string(end) + ":"), std::string::npos) << Describe(r);
+      EXPECT_EQ(r.err.find("warning"), std::string::npos) << Describe(r);
+    }
+  };
+  // A batch in a later segment.
+  const std::string next =
+      copy.path() + "/" + format::PartitionDirName(partition) + "/" + format::SegmentFileName(id + 1);
+  ASSERT_TRUE(std::filesystem::exists(next)) << "the store leaves the segment it made ahead of need";
+  {
+    std::string whole = testing::TornBatch(row["last_position"].get<uint64_t>() + 2);
+    auto* b = reinterpret_cast<uint8_t*>(whole.data());
+    format::Put64(b + whole.size() - format::kBatchTrailerBytes, format::BatchChecksum(b, whole.size()));
+    WriteAt(next, format::kSegmentHeaderBytes, whole);
+  }
+  expect_damage("a batch in the next segment");
+  std::filesystem::remove(next);
+
+  // Bytes after the torn batch in its own segment.
+  WriteAt(file, end + torn.size() + 100, "data");
+  expect_damage("bytes after it in its segment");
 }
 
 TEST_F(StorageCliTest, PathThatIsNotADataDirectoryExits1) {

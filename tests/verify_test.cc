@@ -27,6 +27,7 @@
 #include "sealed.h"
 #include "segment_index.h"
 #include "test_util.h"
+#include "torn_batch.h"
 
 #ifndef ANNAL_CLI_PATH
 #error "ANNAL_CLI_PATH must name the annal binary (set by tests/CMakeLists.txt)"
@@ -41,6 +42,7 @@ namespace fsys = std::filesystem;
 using Json = nlohmann::json;
 using testing::Event;
 using testing::TempDir;
+using testing::TornBatch;
 
 // The fixture store: enough events over enough streams that every partition
 // fills several 1 MiB segments.
@@ -214,30 +216,6 @@ LogEnd FindLogEnd(const std::string& dir, uint32_t p) {
   return end;
 }
 
-// A batch of one event whose header is whole and valid and whose trailer
-// was never written: what a crash in the middle of its write leaves.
-std::string TornBatch(uint64_t first_position) {
-  format::RecordView r;
-  r.stream = "torn-stream";
-  r.type = "Torn";
-  r.metadata = "{}";
-  r.payload = R"({"never":"acknowledged"})";
-  r.version = 0;
-  r.position = first_position;
-  r.recorded_at_ns = 1'764'000'000'000'000'000;
-  size_t record =
-      format::RecordSize(r.stream.size(), r.type.size(), r.metadata.size(), r.payload.size());
-  std::string batch(format::kBatchHeaderBytes + record + format::kBatchTrailerBytes, '\0');
-  auto* p = reinterpret_cast<uint8_t*>(batch.data());
-  format::EncodeRecord(r, p + format::kBatchHeaderBytes);
-  format::BatchHeader h;
-  h.length = static_cast<uint32_t>(batch.size());
-  h.first_position = first_position;
-  h.recorded_at_ns = r.recorded_at_ns;
-  h.count = 1;
-  format::EncodeBatchHeader(h, p);
-  return batch;  // the trailer stays zero
-}
 
 class VerifyTest : public ::testing::Test {
  protected:

@@ -82,6 +82,47 @@ int Finish(int status) {
   return status;
 }
 
+// A segment and where it lies, for judging what a walk through it found.
+struct SegmentPlace {
+  const std::string& dir;
+  const format::Manifest& m;
+  uint32_t partition;
+  BlockCache* cache;
+};
+
+// True when segment `id` holds no batch yet (made ahead of need, or just
+// rolled to): that it has no index file says nothing then.
+bool SegmentEmpty(const std::string& dir, const format::Manifest& m, uint32_t p, uint32_t id,
+                  BlockCache* cache) {
+  auto seg = inspect::OpenSegmentReadOnly(dir, m, p, id, cache);
+  if (!seg.ok()) return false;  // reported where the segment itself is read
+  std::vector<uint8_t> buf;
+  format::BatchHeader h;
+  Result<BatchCheck> c = CheckBatchAt(**seg, kSegmentHeaderBytes, &buf, &h);
+  return c.ok() && c->kind == BatchCheck::kEnd;
+}
+
+// A torn batch at the end of the log is no damage: it was never
+// acknowledged, annald may be writing it right now, and otherwise the next
+// open drops it. By recovery's rule (and `annal verify`'s) it is the end
+// when nothing but zeros follows it in its segment and every later segment
+// of the partition is empty. Then this says a warning and returns ok;
+// otherwise it returns kCorruption naming file and offset.
+Status JudgeTornBatch(const SegmentPlace& at, const SegmentFile& seg, const inspect::TornBatch& t) {
+  ANNAL_ASSIGN_OR_RETURN(bool final, ZeroFrom(seg, inspect::TornBatchEnd(t)));
+  if (final) {
+    ANNAL_ASSIGN_OR_RETURN(std::vector<uint32_t> ids,
+                           inspect::ListSegmentIds(inspect::PartitionDir(at.dir, at.partition)));
+    for (uint32_t id : ids)
+      if (id > seg.id && !SegmentEmpty(at.dir, at.m, at.partition, id, at.cache)) final = false;
+  }
+  if (!final) return CorruptionAt(seg, t.offset, "torn batch: " + t.check.why + ", and data follows it");
+  Say(seg.path + " at offset " + std::to_string(t.offset) + ": warning: torn final batch (" + t.check.why +
+      "), never acknowledged: annald may be writing it; if not, annald drops it at open and "
+      "`annal repair` removes it");
+  return Status::Ok();
+}
+
 std::string DumpJson(const Json& j) {
   return j.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace);
 }
@@ -291,6 +332,7 @@ struct SegmentRow {
   bool opened = false, sealed = false, has_index = false;
   uint64_t file_bytes = 0;
   inspect::SegmentExtent extent;
+  std::optional<uint64_t> torn_at;  // the log ends at a torn batch here (JudgeTornBatch)
 };
 
 // Reads one segment's row; a problem is reported and folded into `status`.
@@ -308,6 +350,10 @@ SegmentRow ReadSegmentRow(const std::string& dir, const format::Manifest& m, uin
     row.opened = true;
     row.sealed = (*seg)->sealed != nullptr;
     row.extent = inspect::FindExtent(**seg);
+    if (row.extent.torn && !row.sealed) {
+      row.extent.problem = JudgeTornBatch(SegmentPlace{dir, m, partition, cache}, **seg, *row.extent.torn);
+      if (row.extent.problem.ok()) row.torn_at = row.extent.torn->offset;
+    }
   } else {
     row.extent.problem = seg.status();
   }
@@ -347,13 +393,14 @@ Json SegmentRowJson(const SegmentRow& r) {
   PutTime(j, "first_recorded_at", FirstTime(r.extent));
   PutTime(j, "last_recorded_at", LastTime(r.extent));
   j["has_index"] = r.has_index;
+  j["torn_final_batch"] = OrNull(r.torn_at);
   j["problem"] = r.extent.problem.ok() ? Json(nullptr) : Json(r.extent.problem.message());
   return j;
 }
 
 std::vector<std::string> SegmentRowCells(const SegmentRow& r) {
   return {std::to_string(r.id),
-          r.state,
+          r.torn_at ? r.state + ", torn tail" : r.state,
           std::to_string(r.file_bytes),
           std::to_string(r.extent.data_end),
           OrDash(FirstPosition(r.extent)),
@@ -593,14 +640,19 @@ std::string Why(const BatchCheck& c) {
 // Shows batches from `offset` until the end of the data or `limit` events.
 // Of a damaged batch it shows what can be read (its header when that holds,
 // the records before the damaged one) and returns the damage.
-Status DumpBatches(const SegmentFile& seg, uint64_t offset, uint64_t limit, DumpOutput* out,
-                   uint64_t* shown) {
+Status DumpBatches(const SegmentPlace& at, const SegmentFile& seg, uint64_t offset, uint64_t limit,
+                   DumpOutput* out, uint64_t* shown) {
   std::vector<uint8_t> buf;
   // Each step passes a whole batch (>= 56 bytes), so the walk ends.
   while (*shown < limit) {
     format::BatchHeader h;
     ANNAL_ASSIGN_OR_RETURN(BatchCheck c, CheckBatchAt(seg, offset, &buf, &h));
     if (c.kind == BatchCheck::kEnd) return Status::Ok();
+    if (c.kind == BatchCheck::kTorn && !seg.sealed && JudgeTornBatch(at, seg, inspect::TornBatch{offset, c, h}).ok()) {
+      // The log's end, never acknowledged: its header when that holds, no events.
+      if (c.header_valid) out->Batch(offset, h, false);
+      return Status::Ok();
+    }
     if (!c.header_valid) return CorruptionAt(seg, offset, Why(c));
     out->Batch(offset, h, c.kind == BatchCheck::kValid);
     // CheckBatchAt reads a batch's bytes when they lie inside the file.
@@ -634,7 +686,7 @@ int SegmentDump(const std::string& file, uint64_t from_offset, uint64_t limit, b
   DumpOutput* out = json ? static_cast<DumpOutput*>(&json_out) : &text;
   out->Begin(file, loc, **seg, *start);
   uint64_t shown = 0;
-  Status s = DumpBatches(**seg, *start, limit == 0 ? std::numeric_limits<uint64_t>::max() : limit,
+  Status s = DumpBatches(SegmentPlace{loc.data_dir, m, loc.partition, &cache}, **seg, *start, limit == 0 ? std::numeric_limits<uint64_t>::max() : limit,
                          out, &shown);
   out->End(shown, s);
   return Finish(s.ok() ? kOk : Report(s));
@@ -674,8 +726,9 @@ struct StatsRow {
   Status problem;
 };
 
-// Counts every batch and event of `seg`, stopping at damage (returned).
-Status CountSegment(const SegmentFile& seg, Counts* c) {
+// Counts every batch and event of `seg`, stopping at damage (returned) or
+// at a torn batch that ends the log.
+Status CountSegment(const SegmentPlace& at, const SegmentFile& seg, Counts* c) {
   std::vector<uint8_t> buf;
   uint64_t offset = kSegmentHeaderBytes;
   c->segments = 1;
@@ -690,6 +743,10 @@ Status CountSegment(const SegmentFile& seg, Counts* c) {
       break;
     }
     if (check->kind == BatchCheck::kEnd) break;
+    if (check->kind == BatchCheck::kTorn && !seg.sealed) {
+      problem = JudgeTornBatch(at, seg, inspect::TornBatch{offset, *check, h});
+      break;
+    }
     if (check->kind != BatchCheck::kValid) {
       problem = CorruptionAt(seg, offset, Why(*check));
       break;
@@ -724,7 +781,7 @@ StatsRow StatSegment(const std::string& dir, const format::Manifest& m, uint32_t
     return row;
   }
   row.sealed = (*seg)->sealed != nullptr;
-  row.problem = CountSegment(**seg, &row.counts);
+  row.problem = CountSegment(SegmentPlace{dir, m, partition, cache}, **seg, &row.counts);
   Result<uint64_t> bytes = inspect::FileBytes(path);
   if (bytes.ok()) row.counts.file_bytes = *bytes;
   return row;
@@ -820,17 +877,6 @@ namespace {
 
 constexpr const char* kNoIndexFile = "index in memory/checkpoint only";
 
-// True when segment `id` holds no batch yet (made ahead of need, or just
-// rolled to): that it has no index file says nothing then.
-bool SegmentEmpty(const std::string& dir, const format::Manifest& m, uint32_t p, uint32_t id,
-                  BlockCache* cache) {
-  auto seg = inspect::OpenSegmentReadOnly(dir, m, p, id, cache);
-  if (!seg.ok()) return false;  // reported where the segment itself is read
-  std::vector<uint8_t> buf;
-  format::BatchHeader h;
-  Result<BatchCheck> c = CheckBatchAt(**seg, kSegmentHeaderBytes, &buf, &h);
-  return c.ok() && c->kind == BatchCheck::kEnd;
-}
 
 // Why segment `id` has no index file, for people.
 std::string NoIndexFileNote(const SegmentSummary* summary, bool empty) {

@@ -12,7 +12,9 @@
 //   annal repair DIR                  the one writing command
 //
 // Every function prints to stdout (human-readable, or one JSON document
-// with `json`), problems to stderr, and returns the exit status:
+// with `json`), problems to stderr, and returns the exit status. A torn
+// batch at the very end of a partition's log (annald may be writing it) is
+// a warning on stderr, not a problem; one with data after it is damage.
 #pragma once
 
 #include <cstdint>

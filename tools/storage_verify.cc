@@ -44,6 +44,7 @@
 #include "cli_output.h"
 #include "format.h"
 #include "fs.h"
+#include "inspect.h"
 #include "sealed.h"
 #include "segment.h"
 #include "segment_index.h"
@@ -835,9 +836,7 @@ bool PartitionScan::TornIsFinal(size_t i, uint64_t offset, const BatchCheck& c,
                                 const format::BatchHeader& h, uint64_t* torn_until) {
   if (!LaterSegmentsEmpty(i)) return false;
   const SegmentFile& f = *segments_[i].file;
-  *torn_until = offset + (c.header_valid && h.length >= format::kBatchHeaderBytes
-                              ? h.length
-                              : format::kBatchHeaderBytes);
+  *torn_until = inspect::TornBatchEnd(inspect::TornBatch{offset, c, h});
   auto rest_zero = ZeroFrom(f, *torn_until);
   if (!rest_zero.ok()) {
     ReadFailed(rest_zero.status(), segments_[i], *torn_until);

@@ -42,6 +42,7 @@ void WalkBatches(const SegmentFile& seg, uint64_t offset, uint64_t until, Segmen
     if (c->kind != BatchCheck::kValid) {
       std::string why = c->kind == BatchCheck::kTorn ? "torn batch: " + c->why : c->why;
       extent->problem = CorruptionAt(seg, offset, why);
+      if (c->kind == BatchCheck::kTorn) extent->torn = TornBatch{offset, *c, h};
       return;
     }
     ANNAL_ASSERT(h.length >= kBatchHeaderBytes + format::kBatchTrailerBytes);
@@ -146,6 +147,11 @@ Result<uint64_t> FileBytes(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
   return static_cast<uint64_t>(st.st_size);
+}
+
+uint64_t TornBatchEnd(const TornBatch& t) {
+  const bool whole_header = t.check.header_valid && t.header.length >= kBatchHeaderBytes;
+  return t.offset + (whole_header ? t.header.length : kBatchHeaderBytes);
 }
 
 SegmentExtent FindExtent(const SegmentFile& seg) {

@@ -64,6 +64,20 @@ struct BatchRef {
   format::BatchHeader header;
 };
 
+// A batch that looks torn (CheckBatchAt said kTorn) and its header, which
+// holds when check.header_valid.
+struct TornBatch {
+  uint64_t offset = 0;
+  BatchCheck check;
+  format::BatchHeader header;
+};
+
+// Where a torn batch ends: after its length when its header holds, else
+// after the header. Recovery's rule takes it for the log's end (never
+// acknowledged, dropped at open) when nothing but zeros follows that in its
+// segment and every later segment of the partition is empty.
+uint64_t TornBatchEnd(const TornBatch& t);
+
 // Where a segment's data ends and its first and last batches.
 struct SegmentExtent {
   // The offset after the last valid batch (for a sealed segment, its
@@ -75,6 +89,9 @@ struct SegmentExtent {
   // I/O error. `data_end`, `first` and `last` then describe what lies
   // before the damage.
   Status problem;
+  // Set when that problem is a torn batch at data_end: the log's end when
+  // recovery's rule holds (TornBatchEnd), damage otherwise.
+  std::optional<TornBatch> torn;
 };
 
 // Reads the headers needed for SegmentExtent: for an unsealed segment every

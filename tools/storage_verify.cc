@@ -68,16 +68,13 @@ constexpr int kMaxRechecks = 8;
 constexpr auto kRecheckPause = std::chrono::milliseconds(50);
 // Backups never overwrite an earlier one; a name is tried this many times.
 constexpr int kMaxBackupNames = 100;
-// Byte widths of an index checkpoint's parts (checkpoint.h).
-constexpr uint64_t kCheckpointFixedBytes = 52;
-constexpr uint64_t kCheckpointSegmentFixedBytes = 44;  // before samples
-constexpr uint64_t kCheckpointSampleBytes = 20;
-// A stream entry's fields (checkpoint.h): hash, head version, head and
-// first location, then name and head id checks.
-constexpr uint64_t kCheckpointStreamBytes = 40;
-static_assert(kCheckpointStreamBytes == sizeof(StreamSlot),
-              "a checkpoint stores every field of a stream slot");
-constexpr uint64_t kCheckpointChecksumBytes = 8;
+using format::kCheckpointChecksumBytes;
+using format::kCheckpointHeaderBytes;
+using format::kCheckpointIndexLengthBytes;
+using format::kCheckpointSampleBytes;
+using format::kCheckpointSegmentFixedBytes;
+using format::kCheckpointStreamBytes;
+static_assert(kCheckpointStreamBytes == sizeof(StreamSlot), "a checkpoint stores every field of a stream slot");
 constexpr std::string_view kBackupDirName = "repair-backup";
 
 std::string Location(uint64_t location) {
@@ -286,7 +283,7 @@ struct Checkpoint {
   // Offsets of a segment entry's samples and index bytes.
   uint64_t SamplesAt(size_t k) const { return segment_at[k] + kCheckpointSegmentFixedBytes; }
   uint64_t IndexAt(size_t k) const {
-    return SamplesAt(k) + segments[k].samples.size() * kCheckpointSampleBytes + 4;
+    return SamplesAt(k) + segments[k].samples.size() * kCheckpointSampleBytes + kCheckpointIndexLengthBytes;
   }
 };
 
@@ -534,7 +531,7 @@ void PartitionScan::ReadCheckpoint() {
   c.path = checkpoint_path_;
   c.bytes = std::move(*data);
   const auto* p = reinterpret_cast<const uint8_t*>(c.bytes.data());
-  if (c.bytes.size() >= kCheckpointFixedBytes + kCheckpointChecksumBytes &&
+  if (c.bytes.size() >= kCheckpointHeaderBytes + kCheckpointChecksumBytes &&
       std::memcmp(p, format::kCheckpointMagic, 8) == 0 &&
       format::Get64(p + c.bytes.size() - 8) == format::Checksum(p, c.bytes.size() - 8) &&
       format::Get32(p + 8) != format::kCheckpointVersion) {
@@ -550,11 +547,11 @@ void PartitionScan::ReadCheckpoint() {
     CheckpointProblem(0, Locate(s.message(), checkpoint_path_, 0).what, Fate::kIgnored);
     return;
   }
-  uint64_t at = kCheckpointFixedBytes;
+  uint64_t at = kCheckpointHeaderBytes;
   for (const SegmentSummary& seg : c.segments) {
     c.segment_at.push_back(at);
-    at += kCheckpointSegmentFixedBytes + seg.samples.size() * kCheckpointSampleBytes + 4 +
-          seg.index.size();
+    at += kCheckpointSegmentFixedBytes + seg.samples.size() * kCheckpointSampleBytes +
+          kCheckpointIndexLengthBytes + seg.index.size();
   }
   c.stream_count = format::Get64(p + 44);
   c.streams_at = at;

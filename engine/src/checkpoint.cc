@@ -71,16 +71,20 @@ CheckpointEncoder::CheckpointEncoder(const CheckpointHeader& h, uint32_t segment
   U64(static_cast<uint64_t>(h.last_recorded_at_ns));
   U32(segments);
   U64(streams);
+  ANNAL_ASSERT(out_.size() == format::kCheckpointHeaderBytes);
   if (segments_left_ == 0) ReserveForStreams();
 }
 
 // The streams may be added in steps under their owner's lock: growing the
 // buffer then would copy all of it inside one step.
-void CheckpointEncoder::ReserveForStreams() { out_.reserve(out_.size() + streams_left_ * kStreamBytes + 8); }
+void CheckpointEncoder::ReserveForStreams() {
+  out_.reserve(out_.size() + streams_left_ * format::kCheckpointStreamBytes + format::kCheckpointChecksumBytes);
+}
 
 void CheckpointEncoder::AddSegment(const SegmentSummary& s) {
   ANNAL_ASSERT(segments_left_ > 0);
   --segments_left_;
+  [[maybe_unused]] const size_t start = out_.size();
   U32(s.id);
   U32(s.end_offset);
   U64(s.first_position);
@@ -88,6 +92,7 @@ void CheckpointEncoder::AddSegment(const SegmentSummary& s) {
   U64(static_cast<uint64_t>(s.first_recorded_at_ns));
   U64(static_cast<uint64_t>(s.last_recorded_at_ns));
   U32(static_cast<uint32_t>(s.samples.size()));
+  ANNAL_ASSERT(out_.size() - start == format::kCheckpointSegmentFixedBytes);
   for (const TimeSample& p : s.samples) {
     U64(p.position);
     U64(static_cast<uint64_t>(p.recorded_at_ns));
@@ -107,6 +112,7 @@ void CheckpointEncoder::AddStream(const StreamSlot& e) {
   U64(e.first_location);
   U32(e.name_check);
   U32(e.head_id_check);
+  static_assert(format::kCheckpointStreamBytes == 4 * 8 + 2 * 4, "the fields written above");
 }
 
 std::string CheckpointEncoder::Finish() {
@@ -142,7 +148,9 @@ Status DecodeCheckpoint(std::string_view data, const std::string& file, Checkpoi
       !r.U64(&stream_count))
     return bad("truncated header");
   // Counts come from the file: bound them by the bytes left before sizing.
-  if (!r.CouldHold(segment_count, 48) || !r.CouldHold(stream_count, 40)) return bad("counts exceed the file");
+  if (!r.CouldHold(segment_count, format::kCheckpointSegmentFixedBytes + format::kCheckpointIndexLengthBytes) ||
+      !r.CouldHold(stream_count, format::kCheckpointStreamBytes))
+    return bad("counts exceed the file");
   segments->resize(segment_count);
   for (SegmentSummary& s : *segments) {
     uint32_t n = 0;
@@ -150,7 +158,7 @@ Status DecodeCheckpoint(std::string_view data, const std::string& file, Checkpoi
         !r.U64(&s.last_position) || !r.I64(&s.first_recorded_at_ns) ||
         !r.I64(&s.last_recorded_at_ns) || !r.U32(&n))
       return bad("truncated segment summary");
-    if (!r.CouldHold(n, 20)) return bad("sample count exceeds the file");
+    if (!r.CouldHold(n, format::kCheckpointSampleBytes)) return bad("sample count exceeds the file");
     s.samples.resize(n);
     for (TimeSample& p : s.samples)
       if (!r.U64(&p.position) || !r.I64(&p.recorded_at_ns) || !r.U32(&p.offset))

@@ -72,8 +72,6 @@ class CheckpointEncoder {
   std::string Finish();
 
  private:
-  static constexpr size_t kStreamBytes = 40;
-
   void ReserveForStreams();  // once every segment is in
 
   void U32(uint32_t v) { Raw(&v, 4); }

@@ -84,6 +84,15 @@ inline constexpr char kCheckpointMagic[8] = {'A', 'N', 'N', 'A', 'L', 'C', 'K', 
 // and the indexes of unfinished segments; a checkpoint of another version
 // is ignored and the log replayed.
 inline constexpr uint32_t kCheckpointVersion = 3;
+// Byte widths of a checkpoint's parts (checkpoint.h): the header (magic
+// to stream_count), a segment's fixed fields (id to sample_count), one
+// position sample, a segment's index length, one stream, the checksum.
+inline constexpr size_t kCheckpointHeaderBytes = 52;
+inline constexpr size_t kCheckpointSegmentFixedBytes = 44;
+inline constexpr size_t kCheckpointSampleBytes = 20;
+inline constexpr size_t kCheckpointIndexLengthBytes = 4;
+inline constexpr size_t kCheckpointStreamBytes = 40;
+inline constexpr size_t kCheckpointChecksumBytes = 8;
 
 // --- names of files, made and parsed here only
 std::string ManifestName();                     // "MANIFEST"

@@ -123,6 +123,14 @@ Status JudgeTornBatch(const SegmentPlace& at, const SegmentFile& seg, const insp
   return Status::Ok();
 }
 
+// The partition's checkpoint; a problem reading it is said and folded into
+// `status`, and the commands go on without it.
+Result<std::optional<inspect::Checkpoint>> ReadCheckpointReporting(const std::string& pdir, int* status) {
+  auto checkpoint = inspect::ReadCheckpoint(pdir);
+  if (!checkpoint.ok()) *status = Worse(*status, Report(checkpoint.status()));
+  return checkpoint;
+}
+
 std::string DumpJson(const Json& j) {
   return j.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace);
 }
@@ -467,8 +475,7 @@ int DataLs(const std::string& dir, bool json) {
     std::vector<SegmentRow> rows;
     for (uint32_t id : *ids) rows.push_back(ReadSegmentRow(dir, m, p, id, &cache, &status));
     AssignStates(&rows);
-    auto checkpoint = inspect::ReadCheckpoint(pdir);
-    if (!checkpoint.ok()) status = Worse(status, Report(checkpoint.status()));
+    auto checkpoint = ReadCheckpointReporting(pdir, &status);
     if (json) {
       Json segments = Json::array();
       for (const SegmentRow& r : rows) segments.push_back(SegmentRowJson(r));
@@ -903,8 +910,7 @@ int DumpPartitionIndexes(const std::string& dir, const format::Manifest& m, uint
   if (!listed.ok()) return Report(listed.status());
   const std::vector<uint32_t>& ids = *listed;
   int status = kOk;
-  auto checkpoint = inspect::ReadCheckpoint(pdir);
-  if (!checkpoint.ok()) status = Worse(status, Report(checkpoint.status()));
+  auto checkpoint = ReadCheckpointReporting(pdir, &status);
   Json segments = Json::array();
   Table t({"segment", "index file", "runs", "offsets", "samples", "note"}, "  ");
   for (uint32_t id : ids) {
@@ -1030,8 +1036,7 @@ int DumpStreamRuns(const std::string& dir, const format::Manifest& m, const std:
   if (!listed.ok()) return Report(listed.status());
   const std::vector<uint32_t>& ids = *listed;
   int status = kOk;
-  auto checkpoint = inspect::ReadCheckpoint(pdir);
-  if (!checkpoint.ok()) status = Worse(status, Report(checkpoint.status()));
+  auto checkpoint = ReadCheckpointReporting(pdir, &status);
   Json runs = Json::array(), unindexed = Json::array();
   Table t({"segment", "source", "first version", "count", "prev location", "first offsets"});
   uint64_t events = 0, run_count = 0;

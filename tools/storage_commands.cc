@@ -15,6 +15,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -133,6 +134,26 @@ Result<std::optional<inspect::Checkpoint>> ReadCheckpointReporting(const std::st
 
 std::string DumpJson(const Json& j) {
   return j.dump(-1, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace);
+}
+
+// Runs `one` for each partition, which fills its JSON and its text and
+// returns its exit status; prints them (one JSON document with `json`) and
+// returns the worst status.
+int EachPartition(const format::Manifest& m, bool json,
+                  const std::function<int(uint32_t, Json*, std::string*)>& one) {
+  int status = kOk;
+  Json partitions = Json::array();
+  for (uint32_t p = 0; p < m.partitions; ++p) {
+    Json j;
+    std::string text;
+    status = Worse(status, one(p, &j, &text));
+    if (json)
+      partitions.push_back(std::move(j));
+    else
+      Print(text);
+  }
+  if (json) Print(DumpJson(Json{{"partitions", std::move(partitions)}}) + "\n");
+  return Finish(status);
 }
 
 std::string Hex(uint64_t v) {
@@ -1089,19 +1110,9 @@ int IndexDump(const std::string& dir, const std::string& stream, bool json) {
   if (int status = LoadDataDir(dir, &m); status != kOk) return status;
   BlockCache cache(kBlockCacheBytes);
   if (!stream.empty()) return DumpStreamRuns(dir, m, stream, &cache, json);
-  int status = kOk;
-  Json partitions = Json::array();
-  for (uint32_t p = 0; p < m.partitions; ++p) {
-    Json j;
-    std::string text;
-    status = Worse(status, DumpPartitionIndexes(dir, m, p, &cache, &j, &text));
-    if (json)
-      partitions.push_back(std::move(j));
-    else
-      Print(text);
-  }
-  if (json) Print(DumpJson(Json{{"partitions", std::move(partitions)}}) + "\n");
-  return Finish(status);
+  return EachPartition(m, json, [&](uint32_t p, Json* j, std::string* text) {
+    return DumpPartitionIndexes(dir, m, p, &cache, j, text);
+  });
 }
 
 // ---------------------------------------------------------------- checkpoint dump
@@ -1178,32 +1189,25 @@ std::string CheckpointText(const inspect::Checkpoint& c) {
 int CheckpointDump(const std::string& dir, bool json) {
   format::Manifest m;
   if (int status = LoadDataDir(dir, &m); status != kOk) return status;
-  int status = kOk;
-  Json partitions = Json::array();
-  for (uint32_t p = 0; p < m.partitions; ++p) {
+  return EachPartition(m, json, [&](uint32_t p, Json* j, std::string* text) {
+    int status = kOk;
     auto c = inspect::ReadCheckpoint(inspect::PartitionDir(dir, p));
-    Json j{{"partition", p}};
-    std::string text =
-        "\npartition " + std::to_string(p) + " (" + format::PartitionDirName(p) + ")\n";
+    *j = Json{{"partition", p}};
+    *text = "\npartition " + std::to_string(p) + " (" + format::PartitionDirName(p) + ")\n";
     if (!c.ok()) {
-      status = Worse(status, Report(c.status()));
-      j["checkpoint"] = nullptr;
-      j["problem"] = c.status().message();
-      text += "  checkpoint unusable: " + c.status().message() + "\n";
+      status = Report(c.status());
+      (*j)["checkpoint"] = nullptr;
+      (*j)["problem"] = c.status().message();
+      *text += "  checkpoint unusable: " + c.status().message() + "\n";
     } else if (!c->has_value()) {
-      j["checkpoint"] = nullptr;
-      text += "  no checkpoint\n";
+      (*j)["checkpoint"] = nullptr;
+      *text += "  no checkpoint\n";
     } else {
-      j["checkpoint"] = CheckpointJson(**c);
-      text += CheckpointText(**c);
+      (*j)["checkpoint"] = CheckpointJson(**c);
+      *text += CheckpointText(**c);
     }
-    if (json)
-      partitions.push_back(std::move(j));
-    else
-      Print(text);
-  }
-  if (json) Print(DumpJson(Json{{"partitions", std::move(partitions)}}) + "\n");
-  return Finish(status);
+    return status;
+  });
 }
 
 }  // namespace annal::cli::storage

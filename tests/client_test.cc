@@ -270,6 +270,15 @@ class ClientTest : public ::testing::Test {
     return o;
   }
 
+  // Options for a client that reaches the server through `proxy` and comes
+  // back quickly when the proxy cuts its connection.
+  ClientOptions ThroughProxy(const CuttableProxy& proxy) {
+    ClientOptions o = Options();
+    o.port = proxy.port();
+    o.reconnect_backoff_initial = 10ms;
+    return o;
+  }
+
   std::unique_ptr<Client> Connect(const ClientOptions& o) {
     auto c = Client::Connect(o);
     EXPECT_TRUE(c.ok()) << c.status().ToString();
@@ -707,9 +716,7 @@ TEST_F(ClientRestartTest, AppendsInFlightWhenTheServerIsKilledAreWrittenExactlyO
 TEST_F(ClientTest, AppendsInFlightWhenTheConnectionIsCutAreWrittenExactlyOnce) {
   CuttableProxy proxy(server_->port());
   ASSERT_NE(proxy.port(), 0);
-  ClientOptions o = Options();
-  o.port = proxy.port();
-  o.reconnect_backoff_initial = 10ms;
+  ClientOptions o = ThroughProxy(proxy);
   o.request_timeout = 60s;
   auto c = Connect(o);
   ASSERT_NE(c, nullptr);
@@ -735,9 +742,7 @@ TEST_F(ClientTest, AppendsInFlightWhenTheConnectionIsCutAreWrittenExactlyOnce) {
 TEST_F(ClientTest, SubscriptionResumesAfterTheConnectionIsCutWithoutGapOrDuplicate) {
   CuttableProxy proxy(server_->port());
   ASSERT_NE(proxy.port(), 0);
-  ClientOptions o = Options();
-  o.port = proxy.port();
-  o.reconnect_backoff_initial = 10ms;
+  ClientOptions o = ThroughProxy(proxy);
   auto c = Connect(o);
   auto writer = Connect(Options());
   ASSERT_TRUE(c && writer);

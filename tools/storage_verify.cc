@@ -553,7 +553,7 @@ void PartitionScan::ReadCheckpoint() {
     at += kCheckpointSegmentFixedBytes + seg.samples.size() * kCheckpointSampleBytes +
           kCheckpointIndexLengthBytes + seg.index.size();
   }
-  c.stream_count = format::Get64(p + 44);
+  c.stream_count = format::Get64(p + format::kCheckpointStreamCountOffset);
   c.streams_at = at;
   ANNAL_ASSERT(c.streams_at + c.stream_count * kCheckpointStreamBytes + kCheckpointChecksumBytes ==
                c.bytes.size());

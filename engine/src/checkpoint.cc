@@ -70,6 +70,7 @@ CheckpointEncoder::CheckpointEncoder(const CheckpointHeader& h, uint32_t segment
   U64(h.last_position);
   U64(static_cast<uint64_t>(h.last_recorded_at_ns));
   U32(segments);
+  ANNAL_ASSERT(out_.size() == format::kCheckpointStreamCountOffset);
   U64(streams);
   ANNAL_ASSERT(out_.size() == format::kCheckpointHeaderBytes);
   if (segments_left_ == 0) ReserveForStreams();

@@ -88,6 +88,7 @@ inline constexpr uint32_t kCheckpointVersion = 3;
 // to stream_count), a segment's fixed fields (id to sample_count), one
 // position sample, a segment's index length, one stream, the checksum.
 inline constexpr size_t kCheckpointHeaderBytes = 52;
+inline constexpr size_t kCheckpointStreamCountOffset = 44;  // the header's last field, u64
 inline constexpr size_t kCheckpointSegmentFixedBytes = 44;
 inline constexpr size_t kCheckpointSampleBytes = 20;
 inline constexpr size_t kCheckpointIndexLengthBytes = 4;

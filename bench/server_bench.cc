@@ -23,7 +23,7 @@
 // Settings (environment): ANNAL_BENCH_DIR, ANNAL_BENCH_SECONDS (default 3),
 // ANNAL_BENCH_SETTLE_MS (1500), ANNAL_BENCH_TICK_US (100),
 // ANNAL_BENCH_VERBOSE (annald's log on stderr), ANNAL_BENCH_ANNALD_ARGS
-// (more flags for annald).
+// (more flags for annald), ANNAL_BENCH_SUBSCRIBERS (8).
 //
 // Latency counters are in microseconds:
 //   p50_us ...         append: from the send (closed loop) or the scheduled
@@ -553,7 +553,7 @@ void BM_SubscriptionDelivery(benchmark::State& state) {
   LoadSpec spec{.pacing = LoadSpec::Pacing::kOpen,
                 .duration = AppendPhaseDuration(),
                 .rate_per_s = kSubscriptionRatePerS,
-                .subscribers = kSubscribers};
+                .subscribers = static_cast<int>(EnvPositive("ANNAL_BENCH_SUBSCRIBERS", kSubscribers))};
   if (!RunAgainstAnnald(state, "server-subscription", spec, &out)) return;
   state.counters["delivered"] = static_cast<double>(out.delivered);
   state.counters["waited"] = static_cast<double>(out.waited);

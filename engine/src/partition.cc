@@ -1492,6 +1492,17 @@ constexpr int kCheckpointStepTries = 3;
 
 Status Partition::WriteCheckpoint() {
   std::lock_guard ckpt(checkpoint_mu_);
+  return WriteCheckpointLocked();
+}
+
+Result<bool> Partition::WriteCheckpointIfDue(const std::function<bool(uint64_t, uint64_t)>& due) {
+  std::lock_guard ckpt(checkpoint_mu_);
+  if (!due(bytes_since_checkpoint_.load(), last_checkpoint_bytes_.load())) return false;
+  ANNAL_RETURN_IF_ERROR(WriteCheckpointLocked());
+  return true;
+}
+
+Status Partition::WriteCheckpointLocked() {
   uint64_t bytes_before = bytes_since_checkpoint_.load();
   std::optional<std::string> data;
   for (int tries = 0; !data; ++tries)

@@ -146,8 +146,11 @@ class Partition {
 
   PartitionStats Stats() const;
   Status WriteCheckpoint();
-  uint64_t bytes_since_checkpoint() const { return bytes_since_checkpoint_.load(); }
-  uint64_t last_checkpoint_bytes() const { return last_checkpoint_bytes_.load(); }
+  // Writes a checkpoint when `due(log bytes since the last one, the last
+  // one's size)` holds, asked under the checkpoint lock: a checkpoint that
+  // was being written meanwhile (Store::Checkpoint) counts. True when it
+  // wrote one.
+  Result<bool> WriteCheckpointIfDue(const std::function<bool(uint64_t bytes, uint64_t last_size)>& due);
   uint32_t id() const { return config_.id; }
 
  private:
@@ -188,6 +191,7 @@ class Partition {
 
   // Recovery.
   Status OpenSegments(std::vector<uint32_t> ids);
+  Status WriteCheckpointLocked();  // REQUIRES: checkpoint_mu_ held
   std::optional<std::string> CaptureCheckpoint(size_t step_slots);
   bool LoadCheckpoint(uint32_t* start_slot, uint32_t* start_offset);
   Status OpenIndexes();

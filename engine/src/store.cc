@@ -388,17 +388,20 @@ void StoreImpl::CheckpointerLoop() {
     if (checkpointer_stop_) break;
     lock.unlock();
     for (size_t i = 0; i < partitions_.size(); ++i) {
-      uint64_t bytes = partitions_[i]->bytes_since_checkpoint();
       auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - last[i]);
-      bool due = bytes >= options_.checkpoint_interval_bytes ||
-                 (bytes > 0 && static_cast<uint64_t>(age.count()) >= options_.checkpoint_interval_ms);
-      // A checkpoint copies the whole stream table: with many streams it
-      // waits until it is small beside the log written since the last.
-      due = due && bytes >= limits::kLogBytesPerCheckpointByte * partitions_[i]->last_checkpoint_bytes();
-      if (!due) continue;
-      Status s = partitions_[i]->WriteCheckpoint();
-      if (!s.ok()) options_.log("checkpoint of partition " + std::to_string(i) + " failed: " + s.ToString());
-      last[i] = Clock::now();
+      // Decided under the partition's checkpoint lock: deciding first let a
+      // checkpoint due before a Store::Checkpoint be written right after it.
+      auto due = [&](uint64_t bytes, uint64_t last_size) {
+        bool interval_passed = bytes >= options_.checkpoint_interval_bytes ||
+                               (bytes > 0 && static_cast<uint64_t>(age.count()) >= options_.checkpoint_interval_ms);
+        // A checkpoint copies the whole stream table: with many streams it
+        // waits until it is small beside the log written since the last.
+        return interval_passed && bytes >= limits::kLogBytesPerCheckpointByte * last_size;
+      };
+      Result<bool> wrote = partitions_[i]->WriteCheckpointIfDue(due);
+      if (!wrote.ok())
+        options_.log("checkpoint of partition " + std::to_string(i) + " failed: " + wrote.status().ToString());
+      if (!wrote.ok() || *wrote) last[i] = Clock::now();
     }
     lock.lock();
   }

@@ -714,8 +714,9 @@ int SegmentDump(const std::string& file, uint64_t from_offset, uint64_t limit, b
   DumpOutput* out = json ? static_cast<DumpOutput*>(&json_out) : &text;
   out->Begin(file, loc, **seg, *start);
   uint64_t shown = 0;
-  Status s = DumpBatches(SegmentPlace{loc.data_dir, m, loc.partition, &cache}, **seg, *start, limit == 0 ? std::numeric_limits<uint64_t>::max() : limit,
-                         out, &shown);
+  const SegmentPlace at{loc.data_dir, m, loc.partition, &cache};
+  Status s = DumpBatches(at, **seg, *start,
+                         limit == 0 ? std::numeric_limits<uint64_t>::max() : limit, out, &shown);
   out->End(shown, s);
   return Finish(s.ok() ? kOk : Report(s));
 }

@@ -34,34 +34,28 @@ bool IsSegmentIndexTempFile(std::string_view name) {
 
 // ---------------------------------------------------------------- building
 
-uint32_t SegmentIndexBuilder::Newest(uint64_t hash) const {
-  if (slots_.empty()) return kNoRun;
+size_t SegmentIndexBuilder::SlotFor(uint64_t hash) const {
   const size_t mask = slots_.size() - 1;
-  for (size_t i = hash & mask;; i = (i + 1) & mask) {
-    const Slot& s = slots_[i];
-    if (s.run == kNoRun || s.hash == hash) return s.run;
-  }
+  size_t i = hash & mask;
+  while (slots_[i].run != kNoRun && slots_[i].hash != hash) i = (i + 1) & mask;
+  return i;
+}
+
+uint32_t SegmentIndexBuilder::Newest(uint64_t hash) const {
+  return slots_.empty() ? kNoRun : slots_[SlotFor(hash)].run;
 }
 
 void SegmentIndexBuilder::Link(uint32_t run) {
   if ((hashes_ + 1) * 2 > slots_.size()) {
     std::vector<Slot> old = std::move(slots_);
     slots_.assign(std::max<size_t>(16, old.size() * 2), Slot{});
-    const size_t mask = slots_.size() - 1;
-    for (const Slot& s : old) {
-      if (s.run == kNoRun) continue;
-      size_t i = s.hash & mask;
-      while (slots_[i].run != kNoRun) i = (i + 1) & mask;
-      slots_[i] = s;
-    }
+    for (const Slot& s : old)
+      if (s.run != kNoRun) slots_[SlotFor(s.hash)] = s;  // hashes are distinct: an empty slot
   }
-  const uint64_t hash = runs_[run].hash;
-  const size_t mask = slots_.size() - 1;
-  size_t i = hash & mask;
-  while (slots_[i].run != kNoRun && slots_[i].hash != hash) i = (i + 1) & mask;
-  if (slots_[i].run == kNoRun) ++hashes_;
-  older_.push_back(slots_[i].run);
-  slots_[i] = Slot{hash, run};
+  Slot& slot = slots_[SlotFor(runs_[run].hash)];
+  if (slot.run == kNoRun) ++hashes_;
+  older_.push_back(slot.run);
+  slot = Slot{runs_[run].hash, run};
 }
 
 void SegmentIndexBuilder::Add(uint64_t hash, uint64_t version, uint64_t prev_location, uint32_t offset) {

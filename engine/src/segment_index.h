@@ -121,6 +121,9 @@ class SegmentIndexBuilder {
   static constexpr size_t kEncodeStepRuns = 2048;
 
   static constexpr uint32_t kNoRun = UINT32_MAX;
+  // The slot holding `hash`, or the empty one where it would go. REQUIRES:
+  // slots_ not empty.
+  size_t SlotFor(uint64_t hash) const;
   // The newest run of `hash`, or kNoRun; older ones follow through older_.
   uint32_t Newest(uint64_t hash) const;
   // Makes run `run` (the last one added) the newest of its hash.

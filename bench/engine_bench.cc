@@ -94,6 +94,11 @@ Options BenchOptions() {
   options.segment_size_bytes =
       static_cast<uint64_t>(EnvPositive("ANNAL_BENCH_SEGMENT_MB", 64)) * 1024 * 1024;
   if (const char* seal = std::getenv("ANNAL_BENCH_SEAL")) options.seal_segments = std::string_view(seal) != "0";
+  if (const char* checkpoints = std::getenv("ANNAL_BENCH_CHECKPOINTS");
+      checkpoints != nullptr && std::string_view(checkpoints) == "0") {
+    options.checkpoint_interval_bytes = kNeverBytes;
+    options.checkpoint_interval_ms = kNeverMs;
+  }
   if (std::getenv("ANNAL_BENCH_VERBOSE") == nullptr) options.log = [](const std::string&) {};
   return options;
 }

@@ -415,6 +415,28 @@ TEST_F(RecoveryTest, TornLookingBatchFollowedByDataIsCorruption) {
   EXPECT_EQ(Batches(Segment()).size(), 5u);
 }
 
+// Zeros follow the batch in its own segment, but a later segment holds
+// batches: a crash tears only the newest batch, so this is damage.
+TEST_F(RecoveryTest, TornLookingLastBatchOfAnOlderSegmentIsCorruption) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    std::string big(300 * 1024, 'x');
+    for (int i = 0; i < 8; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", big)}).ok());
+  }
+  std::filesystem::remove(CheckpointPath());
+  ASSERT_FALSE(Batches(Segment(1)).empty());
+  BatchAt last = Batches(Segment(0)).back();
+  Overwrite(Segment(0), last.offset + last.length - 8, std::string(8, '\0'));  // zero its trailer
+  auto store = Open();
+  ASSERT_FALSE(store.ok()) << "acknowledged batches in later segments would be erased";
+  EXPECT_NE(store.status().message().find(Segment(0) + " at offset " + std::to_string(last.offset)),
+            std::string::npos)
+      << store.status().message();
+  EXPECT_NE(store.status().message().find("and data follows it"), std::string::npos)
+      << store.status().message();
+}
+
 TEST_F(RecoveryTest, CutOlderSegmentIsCorruption) {
   {
     auto store = Open();

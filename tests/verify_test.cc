@@ -641,6 +641,31 @@ TEST_F(RepairTest, RefusesWhileAStoreHasTheDirectoryOpen) {
   EXPECT_EQ(v.exit_code, 0) << Describe(v);
 }
 
+// A torn-looking batch that ends its segment's data is still damage when a
+// later segment holds batches: a crash can tear only the newest batch.
+TEST_F(RepairTest, TornLookingLastBatchOfAnOlderSegmentIsDamageAndIsNotRepaired) {
+  std::string dir = Copy(false);
+  const LogEnd end = FindLogEnd(dir, 0);
+  ASSERT_GT(end.segment, 0u) << "the fixture must fill more than one segment";
+  const std::string seg = SegmentPath(dir, 0, 0);
+  const BatchAt last = Batches(seg).back();
+  Overwrite(seg, last.offset + last.length - format::kBatchTrailerBytes,
+            std::string(format::kBatchTrailerBytes, '\0'));
+  ASSERT_EQ(ReadFile(seg).find_first_not_of('\0', last.offset + last.length), std::string::npos)
+      << "only zeros may follow the batch in its own segment";
+
+  CliResult v = Annal({"verify", dir});
+  EXPECT_EQ(v.exit_code, kExitProblems) << Describe(v);
+  EXPECT_NE(v.err.find(seg + " at offset " + std::to_string(last.offset)), std::string::npos) << v.err;
+  EXPECT_NE(v.err.find("and data follows it"), std::string::npos) << v.err;
+  EXPECT_EQ(v.err.find("warning: torn final batch"), std::string::npos) << v.err;
+
+  auto before = Snapshot(dir);
+  CliResult r = Annal({"repair", dir});
+  EXPECT_EQ(r.exit_code, kExitProblems) << Describe(r);
+  EXPECT_TRUE(Snapshot(dir) == before) << "repair erased acknowledged batches";
+}
+
 TEST_F(RepairTest, MidLogCorruptionIsRefusedAndNothingChanges) {
   std::string dir = Copy(false);
   const std::string seg = SegmentPath(dir, 0, 0);

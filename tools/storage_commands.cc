@@ -97,10 +97,7 @@ bool SegmentEmpty(const std::string& dir, const format::Manifest& m, uint32_t p,
                   BlockCache* cache) {
   auto seg = inspect::OpenSegmentReadOnly(dir, m, p, id, cache);
   if (!seg.ok()) return false;  // reported where the segment itself is read
-  std::vector<uint8_t> buf;
-  format::BatchHeader h;
-  Result<BatchCheck> c = CheckBatchAt(**seg, kSegmentHeaderBytes, &buf, &h);
-  return c.ok() && c->kind == BatchCheck::kEnd;
+  return HoldsNoBatch(**seg);
 }
 
 // A torn batch at the end of the log is no damage: it was never

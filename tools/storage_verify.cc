@@ -816,13 +816,9 @@ void PartitionScan::ReportCorrupt(const Segment& s, uint64_t offset, const Batch
 
 // True when no segment after slot `i` holds a batch (Partition::LaterSegmentsEmpty).
 bool PartitionScan::LaterSegmentsEmpty(size_t i) {
-  std::vector<uint8_t> buf;
   for (size_t j = i + 1; j < segments_.size(); ++j) {
     if (segments_[j].never_written) continue;
-    if (!segments_[j].file) return false;
-    format::BatchHeader h;
-    auto c = CheckBatchAt(*segments_[j].file, kSegmentHeaderBytes, &buf, &h);
-    if (!c.ok() || c->kind != BatchCheck::kEnd) return false;
+    if (!segments_[j].file || !HoldsNoBatch(*segments_[j].file)) return false;
   }
   return true;
 }

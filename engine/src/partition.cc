@@ -283,12 +283,8 @@ static Status ClearAfter(const SegmentFile& seg, uint64_t from, uint64_t window)
 }
 
 bool Partition::LaterSegmentsEmpty(size_t slot) {
-  std::vector<uint8_t> buf;
-  for (size_t i = slot + 1; i < segments_.size(); ++i) {
-    format::BatchHeader h;
-    auto c = CheckBatchAt(*segments_[i].file, kSegmentHeaderBytes, &buf, &h);
-    if (!c.ok() || c->kind != BatchCheck::kEnd) return false;
-  }
+  for (size_t i = slot + 1; i < segments_.size(); ++i)
+    if (!HoldsNoBatch(*segments_[i].file)) return false;
   return true;
 }
 
@@ -319,13 +315,16 @@ Status Partition::ScanFrom(uint32_t start_slot, uint32_t start_offset) {
         }
         continue;
       }
-      if (c.kind == BatchCheck::kTorn && LaterSegmentsEmpty(i)) {
-        // Nothing may follow a torn batch in its own segment either.
+      if (c.kind == BatchCheck::kTorn) {
+        // Nothing may follow a torn batch: no batch in a later segment, and
+        // only zeros in its own.
         uint64_t after = offset + (h.length >= format::kBatchHeaderBytes && c.header_valid ? h.length
                                                                                              : format::kBatchHeaderBytes);
-        ANNAL_ASSIGN_OR_RETURN(bool rest_zero, ZeroFrom(*slot.file, after));
-        if (!rest_zero)
-          return CorruptionAt(*slot.file, offset, c.why + ", and data follows it");
+        bool final = LaterSegmentsEmpty(i);
+        if (final) {
+          ANNAL_ASSIGN_OR_RETURN(final, ZeroFrom(*slot.file, after));
+        }
+        if (!final) return CorruptionAt(*slot.file, offset, c.why + ", and data follows it");
         // Only the newest batch can be incomplete: a batch is written only
         // after the one before it was fsynced. It was never acknowledged.
         Log("dropping a torn final batch at " + slot.file->path + " offset " +

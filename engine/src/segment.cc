@@ -204,6 +204,13 @@ Result<bool> ZeroFrom(const SegmentFile& seg, uint64_t from) {
   return true;
 }
 
+bool HoldsNoBatch(const SegmentFile& seg) {
+  std::vector<uint8_t> buf;
+  format::BatchHeader h;
+  Result<BatchCheck> c = CheckBatchAt(seg, format::kSegmentHeaderBytes, &buf, &h);
+  return c.ok() && c->kind == BatchCheck::kEnd;
+}
+
 Result<BatchCheck> CheckBatchAt(const SegmentFile& seg, uint64_t offset,
                                 std::vector<uint8_t>* buf, format::BatchHeader* header) {
   return CheckBatchAt(

@@ -123,6 +123,12 @@ Result<bool> SegmentNeverWritten(const std::string& path);
 // True when every byte of `seg` in [from, its size) is zero.
 Result<bool> ZeroFrom(const SegmentFile& seg, uint64_t from);
 
+// True when `seg` holds no batch: what lies at its first batch offset is
+// the end of data. False, too, when that cannot be read or is not the end
+// (a batch, torn or damaged): callers deciding whether data follows
+// something must then assume it does.
+bool HoldsNoBatch(const SegmentFile& seg);
+
 // What lies at one offset of a segment.
 struct BatchCheck {
   enum Kind {

@@ -93,6 +93,18 @@ class RecoveryTest : public ::testing::Test {
     ASSERT_TRUE((*store)->Close().ok());
     std::filesystem::remove(CheckpointPath());
   }
+  // Eight appends of 300 KiB: three 1 MiB segments hold batches. Closes
+  // the store and removes the checkpoint, so reopening scans the log.
+  void FillThreeSegmentsWithoutCheckpoint() {
+    {
+      auto store = Open();
+      ASSERT_TRUE(store.ok());
+      std::string big(300 * 1024, 'x');
+      for (int i = 0; i < 8; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", big)}).ok());
+    }
+    std::filesystem::remove(CheckpointPath());
+    ASSERT_FALSE(Batches(Segment(2)).empty());
+  }
   ::testing::AssertionResult Logged(const std::string& needle) {
     std::string all;
     for (const auto& l : log_) {
@@ -418,14 +430,7 @@ TEST_F(RecoveryTest, TornLookingBatchFollowedByDataIsCorruption) {
 // Zeros follow the batch in its own segment, but a later segment holds
 // batches: a crash tears only the newest batch, so this is damage.
 TEST_F(RecoveryTest, TornLookingLastBatchOfAnOlderSegmentIsCorruption) {
-  {
-    auto store = Open();
-    ASSERT_TRUE(store.ok());
-    std::string big(300 * 1024, 'x');
-    for (int i = 0; i < 8; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", big)}).ok());
-  }
-  std::filesystem::remove(CheckpointPath());
-  ASSERT_FALSE(Batches(Segment(1)).empty());
+  ASSERT_NO_FATAL_FAILURE(FillThreeSegmentsWithoutCheckpoint());
   BatchAt last = Batches(Segment(0)).back();
   Overwrite(Segment(0), last.offset + last.length - 8, std::string(8, '\0'));  // zero its trailer
   auto store = Open();
@@ -438,13 +443,7 @@ TEST_F(RecoveryTest, TornLookingLastBatchOfAnOlderSegmentIsCorruption) {
 }
 
 TEST_F(RecoveryTest, CutOlderSegmentIsCorruption) {
-  {
-    auto store = Open();
-    ASSERT_TRUE(store.ok());
-    std::string big(300 * 1024, 'x');
-    for (int i = 0; i < 8; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", big)}).ok());
-  }
-  std::filesystem::remove(CheckpointPath());
+  ASSERT_NO_FATAL_FAILURE(FillThreeSegmentsWithoutCheckpoint());
   ASSERT_TRUE(std::filesystem::exists(Segment(1)));
   auto batches = Batches(Segment(0));
   std::filesystem::resize_file(Segment(0), batches[1].offset);  // cut at a batch boundary

@@ -20,6 +20,7 @@
 #include "fault_env.h"
 #include "format.h"
 #include "test_util.h"
+#include "torn_batch.h"
 
 namespace annal {
 namespace {
@@ -46,6 +47,11 @@ std::vector<BatchAt> Batches(const std::string& path) {
     at += h.length;
   }
   return out;
+}
+
+std::string FileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
 void Overwrite(const std::string& path, uint64_t offset, const std::string& bytes) {
@@ -440,6 +446,93 @@ TEST_F(RecoveryTest, TornLookingLastBatchOfAnOlderSegmentIsCorruption) {
       << store.status().message();
   EXPECT_NE(store.status().message().find("and data follows it"), std::string::npos)
       << store.status().message();
+}
+
+// A later segment whose first batch is damaged still holds data: the
+// torn-looking batch before it is damage too, and nothing is deleted.
+TEST_F(RecoveryTest, TornLookingBatchBeforeASegmentWhoseFirstBatchIsDamagedIsCorruption) {
+  ASSERT_NO_FATAL_FAILURE(FillThreeSegmentsWithoutCheckpoint());
+  BatchAt last = Batches(Segment(1)).back();
+  Overwrite(Segment(1), last.offset + last.length - 8, std::string(8, '\0'));  // zero its trailer
+  FlipBit(Segment(2), format::kSegmentHeaderBytes + 10);  // segment 2's first batch header
+  const std::string before = FileBytes(Segment(2));
+  auto store = Open();
+  ASSERT_FALSE(store.ok()) << "segment 2 would be deleted";
+  EXPECT_NE(store.status().message().find(Segment(1) + " at offset " + std::to_string(last.offset)),
+            std::string::npos)
+      << store.status().message();
+  EXPECT_EQ(FileBytes(Segment(2)), before);
+}
+
+// Only the newest segment may be recreated as "never written": an older one
+// whose header checksum and first batch header read as zero is damage.
+TEST_F(RecoveryTest, OlderSegmentThatLooksNeverWrittenIsCorruptionNotRecreated) {
+  ASSERT_NO_FATAL_FAILURE(FillThreeSegmentsWithoutCheckpoint());
+  Overwrite(Segment(0), format::kSegmentHeaderBytes - 8, std::string(8, '\0'));  // header checksum
+  Overwrite(Segment(0), format::kSegmentHeaderBytes, std::string(format::kBatchHeaderBytes, '\0'));
+  const std::string before = FileBytes(Segment(0));
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(FileBytes(Segment(0)), before) << "the damaged segment must be left as it was";
+}
+
+// The newest segment holds batches but its header checksum reads as zero:
+// that is damage, not a creation cut short, and the batches stay.
+TEST_F(RecoveryTest, NewestSegmentWithBatchesAndAZeroHeaderChecksumIsReportedNotRecreated) {
+  WriteAndCloseWithoutCheckpoint(3);
+  std::filesystem::remove(Segment(1));  // the empty segment made ahead: segment 0 is the newest
+  Overwrite(Segment(0), format::kSegmentHeaderBytes - 8, std::string(8, '\0'));
+  const std::string before = FileBytes(Segment(0));
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kCorruption);
+  EXPECT_EQ(FileBytes(Segment(0)), before);
+}
+
+// Recovery zeroes what a dropped torn batch left, from the end of the log
+// on, so a shorter batch written there later cannot leave its bytes behind.
+TEST_F(RecoveryTest, DroppedTornBatchIsZeroedOnDisk) {
+  WriteAndCloseWithoutCheckpoint(3);
+  BatchAt last = Batches(Segment()).back();
+  const uint64_t end = last.offset + last.length;
+  const std::string torn = testing::TornBatch(4);
+  Overwrite(Segment(), end, torn);
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    EXPECT_TRUE(Logged("dropping a torn final batch"));
+  }
+  EXPECT_EQ(FileBytes(Segment()).substr(end, torn.size()), std::string(torn.size(), '\0'));
+}
+
+// A checkpoint that reaches past the end of a cut newest segment describes
+// events that are gone: it is ignored and the log replayed.
+TEST_F(RecoveryTest, CheckpointBeyondTheEndOfACutNewestSegmentIsIgnored) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    for (int i = 0; i < 5; ++i)
+      ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "e-" + std::to_string(i))}).ok());
+    ASSERT_TRUE((*store)->Close().ok());  // writes a checkpoint at the end of the log
+  }
+  ASSERT_TRUE(std::filesystem::exists(CheckpointPath()));
+  std::filesystem::remove(Segment(1));  // the empty segment made ahead: segment 0 is the newest
+  auto batches = Batches(Segment(0));
+  ASSERT_EQ(batches.size(), 5u);
+  std::filesystem::resize_file(Segment(0), batches[3].offset);  // three batches are left
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_TRUE(Logged("ignoring index checkpoint"));
+  auto info = (*store)->GetStreamInfo("r-1");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->event_count, 3u);
+  auto events = (*store)->ReadStream("r-1", StreamVersion(0), ReadDirection::kForward, 10);
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  EXPECT_EQ(events->size(), 3u);
+  auto r = (*store)->Append("r-1", ExpectedVersion::Exact(2), {Event("T", "after the cut")});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->first_position, GlobalPosition(4));
 }
 
 TEST_F(RecoveryTest, CutOlderSegmentIsCorruption) {

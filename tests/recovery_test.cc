@@ -13,6 +13,7 @@
 #include <random>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "annal/limits.h"
@@ -60,6 +61,28 @@ void Overwrite(const std::string& path, uint64_t offset, const std::string& byte
   ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset)),
             static_cast<ssize_t>(bytes.size()));
   ::close(fd);
+}
+
+// Rewrites bytes of the segment header at `path` with `patch` and gives it
+// a valid checksum again: a file another build wrote, or one copied in
+// from elsewhere, whose checksum holds.
+void PatchSegmentHeader(const std::string& path, const std::function<void(uint8_t*)>& patch) {
+  std::string bytes = FileBytes(path).substr(0, format::kSegmentHeaderBytes);
+  auto* p = reinterpret_cast<uint8_t*>(bytes.data());
+  patch(p);
+  format::Put64(p + format::kSegmentHeaderChecksumOffset, format::Checksum(p, format::kSegmentHeaderChecksumOffset));
+  Overwrite(path, 0, bytes);
+}
+
+// The same for the header of the batch at `at`, whose trailer is made to
+// match again too.
+void PatchBatchHeader(const std::string& path, BatchAt at, const std::function<void(uint8_t*)>& patch) {
+  std::string batch = FileBytes(path).substr(at.offset, at.length);
+  auto* p = reinterpret_cast<uint8_t*>(batch.data());
+  patch(p);
+  format::Put64(p + format::kBatchHeaderChecksumOffset, format::Checksum(p, format::kBatchHeaderChecksumOffset));
+  format::Put64(p + at.length - format::kBatchTrailerBytes, format::BatchChecksum(p, at.length));
+  Overwrite(path, at.offset, batch);
 }
 
 void FlipBit(const std::string& path, uint64_t offset) {
@@ -533,6 +556,40 @@ TEST_F(RecoveryTest, CheckpointBeyondTheEndOfACutNewestSegmentIsIgnored) {
   auto r = (*store)->Append("r-1", ExpectedVersion::Exact(2), {Event("T", "after the cut")});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->first_position, GlobalPosition(4));
+}
+
+// Files whose checksums hold but which this build must not read as its
+// own: another format version, another partition, flags it does not know.
+TEST_F(RecoveryTest, SegmentOfAnotherFormatVersionIsRefused) {
+  WriteAndCloseWithoutCheckpoint(3);
+  PatchSegmentHeader(Segment(0), [](uint8_t* h) { format::Put32(h + 8, format::kFormatVersion + 1); });
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find(Segment(0) + ": segment format version " +
+                                          std::to_string(format::kFormatVersion + 1) + " is not supported"),
+            std::string::npos)
+      << store.status().message();
+}
+
+TEST_F(RecoveryTest, SegmentNamingAnotherPartitionIsRefused) {
+  WriteAndCloseWithoutCheckpoint(3);
+  PatchSegmentHeader(Segment(0), [](uint8_t* h) { format::Put32(h + 12, 1); });
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find(Segment(0) + ": header names partition 1"), std::string::npos)
+      << store.status().message();
+}
+
+TEST_F(RecoveryTest, BatchWithFlagsThisBuildDoesNotUnderstandIsRefused) {
+  WriteAndCloseWithoutCheckpoint(3);
+  BatchAt middle = Batches(Segment())[1];
+  PatchBatchHeader(Segment(), middle, [](uint8_t* h) { format::Put16(h + 28, 0x0001); });
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find(Segment() + " at offset " + std::to_string(middle.offset) +
+                                          ": batch has flags this build does not understand"),
+            std::string::npos)
+      << store.status().message();
 }
 
 TEST_F(RecoveryTest, CutOlderSegmentIsCorruption) {

@@ -592,6 +592,46 @@ TEST_F(RecoveryTest, BatchWithFlagsThisBuildDoesNotUnderstandIsRefused) {
       << store.status().message();
 }
 
+// A crash after a roll, with the next segment already made, leaves two
+// empty segments after the last one with data: one is kept for the next
+// roll, the other removed, and the store goes on as before.
+TEST_F(RecoveryTest, SecondEmptySegmentAfterTheLogIsRemoved) {
+  WriteAndCloseWithoutCheckpoint(3);
+  ASSERT_TRUE(Batches(Segment(1)).empty());
+  std::filesystem::copy_file(Segment(1), Segment(2));
+  PatchSegmentHeader(Segment(2), [](uint8_t* h) { format::Put64(h + 16, 2); });
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    EXPECT_FALSE(std::filesystem::exists(Segment(2)));
+    EXPECT_TRUE(std::filesystem::exists(Segment(1)));
+    ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Exact(2), {Event("T", "x")}).ok());
+  }
+  std::filesystem::remove(CheckpointPath());
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ((*store)->GetStreamInfo("r-1")->event_count, 4u);
+}
+
+// A checkpoint naming a segment that is no longer on disk is ignored, and
+// the segments that are there are replayed.
+TEST_F(RecoveryTest, CheckpointNamingMoreSegmentsThanOnDiskIsIgnored) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    std::string big(300 * 1024, 'x');
+    for (int i = 0; i < 8; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", big)}).ok());
+    ASSERT_TRUE((*store)->Close().ok());  // the checkpoint's tail is in segment 2
+  }
+  const size_t left = Batches(Segment(0)).size() + Batches(Segment(1)).size();
+  ASSERT_FALSE(Batches(Segment(2)).empty());
+  for (uint32_t id = 2; std::filesystem::exists(Segment(id)); ++id) std::filesystem::remove(Segment(id));
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_TRUE(Logged("ignoring index checkpoint"));
+  EXPECT_EQ((*store)->GetStreamInfo("r-1")->event_count, left);
+}
+
 TEST_F(RecoveryTest, CutOlderSegmentIsCorruption) {
   ASSERT_NO_FATAL_FAILURE(FillThreeSegmentsWithoutCheckpoint());
   ASSERT_TRUE(std::filesystem::exists(Segment(1)));

@@ -632,6 +632,18 @@ TEST_F(RecoveryTest, CheckpointNamingMoreSegmentsThanOnDiskIsIgnored) {
   EXPECT_EQ((*store)->GetStreamInfo("r-1")->event_count, left);
 }
 
+// A segment file longer than the store's segment size was not written by
+// it (copied from a store with larger segments, or appended to by a tool).
+TEST_F(RecoveryTest, SegmentLongerThanTheSegmentSizeIsRefused) {
+  WriteAndCloseWithoutCheckpoint(3);
+  std::filesystem::resize_file(Segment(0), options_.segment_size_bytes + 4096);
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find(Segment(0) + ": segment size differs from the store's manifest"),
+            std::string::npos)
+      << store.status().message();
+}
+
 TEST_F(RecoveryTest, CutOlderSegmentIsCorruption) {
   ASSERT_NO_FATAL_FAILURE(FillThreeSegmentsWithoutCheckpoint());
   ASSERT_TRUE(std::filesystem::exists(Segment(1)));

@@ -408,6 +408,26 @@ TEST_F(SealedTest, DamagedFooterFailsOpen) {
   EXPECT_TRUE(Contains(cut.status(), Path())) << cut.status().ToString();
 }
 
+// A whole, valid sealed file in the wrong place, or from a store with
+// another segment size, is refused at open, naming the file.
+TEST_F(SealedTest, SealedFileIsCheckedAgainstWhereItLiesAndTheManifest) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  const std::string other = fs::Join(Dir(), format::SegmentFileName(1));
+  WriteFile(other, ReadFile(Path()));
+  auto moved = OpenSegment(Dir(), 1, Expected(), &cache_);
+  ASSERT_FALSE(moved.ok());
+  EXPECT_EQ(moved.status().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(Contains(moved.status(), other + ": header names partition 0 segment 0, not where the file lies"))
+      << moved.status().ToString();
+
+  format::SegmentHeader bigger = Expected();
+  bigger.segment_bytes *= 2;
+  auto resized = OpenSegment(Dir(), 0, bigger, &cache_);
+  ASSERT_FALSE(resized.ok());
+  EXPECT_TRUE(Contains(resized.status(), Path() + ": segment size differs from the store's manifest"))
+      << resized.status().ToString();
+}
+
 TEST_F(SealedTest, DamagedBlockMapFailsOnFirstUse) {
   ASSERT_TRUE(Seal(SmallBlocks()).ok());
   const std::string sealed_bytes = ReadFile(Path());

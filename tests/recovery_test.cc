@@ -644,6 +644,64 @@ TEST_F(RecoveryTest, SegmentLongerThanTheSegmentSizeIsRefused) {
       << store.status().message();
 }
 
+TEST_F(RecoveryTest, CheckpointOfAnotherVersionOrWithTrailingBytesIsIgnored) {
+  struct Case {
+    const char* why;
+    std::function<void(std::string*)> patch;
+  };
+  const std::vector<Case> cases = {
+      {"unsupported version", [](std::string* c) {
+         format::Put32(reinterpret_cast<uint8_t*>(c->data()) + 8, format::kCheckpointVersion + 1);
+       }},
+      {"trailing bytes", [](std::string* c) { c->insert(c->size() - 8, std::string(8, '\x01')); }},
+  };
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "a")}).ok());
+  }
+  const std::string original = FileBytes(CheckpointPath());
+  for (const Case& c : cases) {
+    std::string ckpt = original;
+    c.patch(&ckpt);
+    auto* p = reinterpret_cast<uint8_t*>(ckpt.data());
+    format::Put64(p + ckpt.size() - 8, format::Checksum(p, ckpt.size() - 8));
+    { std::ofstream(CheckpointPath(), std::ios::binary | std::ios::trunc) << ckpt; }
+    log_.clear();
+    auto store = Open();
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    EXPECT_TRUE(Logged("ignoring index checkpoint")) << c.why;
+    EXPECT_TRUE(Logged(c.why));
+    EXPECT_EQ((*store)->GetStreamInfo("r-1")->event_count, 5u) << c.why;
+  }
+}
+
+// Each partition's checkpoint names its partition: one copied into another
+// partition's directory is ignored there, and that partition replays its log.
+TEST_F(RecoveryTest, CheckpointOfAnotherPartitionIsIgnored) {
+  options_.partitions = 2;
+  constexpr int kStreams = 20;
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    for (int i = 0; i < kStreams; ++i)
+      for (int n = 0; n <= i % 3; ++n)
+        ASSERT_TRUE((*store)->Append("s-" + std::to_string(i), ExpectedVersion::Any(), {Event("T", "a")}).ok());
+  }
+  auto checkpoint = [&](uint32_t p) {
+    return dir_.path() + "/" + format::PartitionDirName(p) + "/" + format::CheckpointFileName();
+  };
+  std::filesystem::copy_file(checkpoint(0), checkpoint(1), std::filesystem::copy_options::overwrite_existing);
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_TRUE(Logged("does not match this partition's segments"));
+  for (int i = 0; i < kStreams; ++i) {
+    auto info = (*store)->GetStreamInfo("s-" + std::to_string(i));
+    ASSERT_TRUE(info.ok()) << "s-" << i << ": " << info.status().ToString();
+    EXPECT_EQ(info->event_count, static_cast<uint64_t>(i % 3 + 1)) << "s-" << i;
+  }
+}
+
 TEST_F(RecoveryTest, CutOlderSegmentIsCorruption) {
   ASSERT_NO_FATAL_FAILURE(FillThreeSegmentsWithoutCheckpoint());
   ASSERT_TRUE(std::filesystem::exists(Segment(1)));

@@ -74,9 +74,10 @@ void PatchSegmentHeader(const std::string& path, const std::function<void(uint8_
   Overwrite(path, 0, bytes);
 }
 
-// The same for the header of the batch at `at`, whose trailer is made to
-// match again too.
-void PatchBatchHeader(const std::string& path, BatchAt at, const std::function<void(uint8_t*)>& patch) {
+// The same for the batch at `at`: `patch` gets its bytes, header first,
+// and the header and trailer are given valid checksums again, as a writer
+// with a bug would have left them.
+void PatchBatch(const std::string& path, BatchAt at, const std::function<void(uint8_t*)>& patch) {
   std::string batch = FileBytes(path).substr(at.offset, at.length);
   auto* p = reinterpret_cast<uint8_t*>(batch.data());
   patch(p);
@@ -133,6 +134,15 @@ class RecoveryTest : public ::testing::Test {
     }
     std::filesystem::remove(CheckpointPath());
     ASSERT_FALSE(Batches(Segment(2)).empty());
+  }
+  // Opening fails as damage, with a message that holds `part`.
+  ::testing::AssertionResult OpenRefuses(const std::string& part) {
+    auto store = Open();
+    if (store.ok()) return ::testing::AssertionFailure() << "the store opened";
+    if (store.status().code() != StatusCode::kCorruption || store.status().message().find(part) == std::string::npos)
+      return ::testing::AssertionFailure() << "expected corruption naming '" << part << "', got "
+                                           << store.status().ToString();
+    return ::testing::AssertionSuccess();
   }
   ::testing::AssertionResult Logged(const std::string& needle) {
     std::string all;
@@ -241,10 +251,7 @@ TEST_F(RecoveryTest, BitFlipInABatchHeaderIsCorruption) {
   WriteAndCloseWithoutCheckpoint(3);
   auto batches = Batches(Segment());
   FlipBit(Segment(), batches[0].offset + 9);  // inside first_position
-  auto store = Open();
-  ASSERT_FALSE(store.ok());
-  EXPECT_NE(store.status().message().find("batch header checksum mismatch"), std::string::npos)
-      << store.status().message();
+  EXPECT_TRUE(OpenRefuses("batch header checksum mismatch"));
 }
 
 TEST_F(RecoveryTest, DamageBehindACheckpointIsReportedOnRead) {
@@ -418,11 +425,7 @@ TEST_F(RecoveryTest, MissingSegmentInTheMiddleIsCorruption) {
   }
   ASSERT_TRUE(std::filesystem::exists(Segment(2)));
   std::filesystem::remove(Segment(1));
-  auto store = Open();
-  ASSERT_FALSE(store.ok());
-  EXPECT_NE(store.status().message().find(format::SegmentFileName(1) + ": segment file is missing"),
-            std::string::npos)
-      << store.status().message();
+  EXPECT_TRUE(OpenRefuses(format::SegmentFileName(1) + ": segment file is missing"));
 }
 
 TEST_F(RecoveryTest, DamagedHeaderOfTheNewestSegmentIsReportedNotRecreated) {
@@ -562,34 +565,24 @@ TEST_F(RecoveryTest, CheckpointBeyondTheEndOfACutNewestSegmentIsIgnored) {
 // own: another format version, another partition, flags it does not know.
 TEST_F(RecoveryTest, SegmentOfAnotherFormatVersionIsRefused) {
   WriteAndCloseWithoutCheckpoint(3);
-  PatchSegmentHeader(Segment(0), [](uint8_t* h) { format::Put32(h + 8, format::kFormatVersion + 1); });
-  auto store = Open();
-  ASSERT_FALSE(store.ok());
-  EXPECT_NE(store.status().message().find(Segment(0) + ": segment format version " +
-                                          std::to_string(format::kFormatVersion + 1) + " is not supported"),
-            std::string::npos)
-      << store.status().message();
+  PatchSegmentHeader(Segment(0),
+                     [](uint8_t* h) { format::Put32(h + 8, format::kFormatVersion + 1); });
+  EXPECT_TRUE(OpenRefuses(Segment(0) + ": segment format version " +
+                          std::to_string(format::kFormatVersion + 1) + " is not supported"));
 }
 
 TEST_F(RecoveryTest, SegmentNamingAnotherPartitionIsRefused) {
   WriteAndCloseWithoutCheckpoint(3);
   PatchSegmentHeader(Segment(0), [](uint8_t* h) { format::Put32(h + 12, 1); });
-  auto store = Open();
-  ASSERT_FALSE(store.ok());
-  EXPECT_NE(store.status().message().find(Segment(0) + ": header names partition 1"), std::string::npos)
-      << store.status().message();
+  EXPECT_TRUE(OpenRefuses(Segment(0) + ": header names partition 1"));
 }
 
 TEST_F(RecoveryTest, BatchWithFlagsThisBuildDoesNotUnderstandIsRefused) {
   WriteAndCloseWithoutCheckpoint(3);
   BatchAt middle = Batches(Segment())[1];
-  PatchBatchHeader(Segment(), middle, [](uint8_t* h) { format::Put16(h + 28, 0x0001); });
-  auto store = Open();
-  ASSERT_FALSE(store.ok());
-  EXPECT_NE(store.status().message().find(Segment() + " at offset " + std::to_string(middle.offset) +
-                                          ": batch has flags this build does not understand"),
-            std::string::npos)
-      << store.status().message();
+  PatchBatch(Segment(), middle, [](uint8_t* h) { format::Put16(h + 28, 0x0001); });
+  EXPECT_TRUE(OpenRefuses(Segment() + " at offset " + std::to_string(middle.offset) +
+                          ": batch has flags this build does not understand"));
 }
 
 // A crash after a roll, with the next segment already made, leaves two
@@ -620,12 +613,14 @@ TEST_F(RecoveryTest, CheckpointNamingMoreSegmentsThanOnDiskIsIgnored) {
     auto store = Open();
     ASSERT_TRUE(store.ok());
     std::string big(300 * 1024, 'x');
-    for (int i = 0; i < 8; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", big)}).ok());
+    for (int i = 0; i < 8; ++i)
+      ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", big)}).ok());
     ASSERT_TRUE((*store)->Close().ok());  // the checkpoint's tail is in segment 2
   }
   const size_t left = Batches(Segment(0)).size() + Batches(Segment(1)).size();
   ASSERT_FALSE(Batches(Segment(2)).empty());
-  for (uint32_t id = 2; std::filesystem::exists(Segment(id)); ++id) std::filesystem::remove(Segment(id));
+  for (uint32_t id = 2; std::filesystem::exists(Segment(id)); ++id)
+    std::filesystem::remove(Segment(id));
   auto store = Open();
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   EXPECT_TRUE(Logged("ignoring index checkpoint"));
@@ -637,11 +632,7 @@ TEST_F(RecoveryTest, CheckpointNamingMoreSegmentsThanOnDiskIsIgnored) {
 TEST_F(RecoveryTest, SegmentLongerThanTheSegmentSizeIsRefused) {
   WriteAndCloseWithoutCheckpoint(3);
   std::filesystem::resize_file(Segment(0), options_.segment_size_bytes + 4096);
-  auto store = Open();
-  ASSERT_FALSE(store.ok());
-  EXPECT_NE(store.status().message().find(Segment(0) + ": segment size differs from the store's manifest"),
-            std::string::npos)
-      << store.status().message();
+  EXPECT_TRUE(OpenRefuses(Segment(0) + ": segment size differs from the store's manifest"));
 }
 
 TEST_F(RecoveryTest, CheckpointOfAnotherVersionOrWithTrailingBytesIsIgnored) {
@@ -650,7 +641,8 @@ TEST_F(RecoveryTest, CheckpointOfAnotherVersionOrWithTrailingBytesIsIgnored) {
     std::function<void(std::string*)> patch;
   };
   const std::vector<Case> cases = {
-      {"unsupported version", [](std::string* c) {
+      {"unsupported version",
+       [](std::string* c) {
          format::Put32(reinterpret_cast<uint8_t*>(c->data()) + 8, format::kCheckpointVersion + 1);
        }},
       {"trailing bytes", [](std::string* c) { c->insert(c->size() - 8, std::string(8, '\x01')); }},
@@ -658,7 +650,8 @@ TEST_F(RecoveryTest, CheckpointOfAnotherVersionOrWithTrailingBytesIsIgnored) {
   {
     auto store = Open();
     ASSERT_TRUE(store.ok());
-    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "a")}).ok());
+    for (int i = 0; i < 5; ++i)
+      ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "a")}).ok());
   }
   const std::string original = FileBytes(CheckpointPath());
   for (const Case& c : cases) {
@@ -686,12 +679,16 @@ TEST_F(RecoveryTest, CheckpointOfAnotherPartitionIsIgnored) {
     ASSERT_TRUE(store.ok());
     for (int i = 0; i < kStreams; ++i)
       for (int n = 0; n <= i % 3; ++n)
-        ASSERT_TRUE((*store)->Append("s-" + std::to_string(i), ExpectedVersion::Any(), {Event("T", "a")}).ok());
+        ASSERT_TRUE(
+            (*store)
+                ->Append("s-" + std::to_string(i), ExpectedVersion::Any(), {Event("T", "a")})
+                .ok());
   }
   auto checkpoint = [&](uint32_t p) {
     return dir_.path() + "/" + format::PartitionDirName(p) + "/" + format::CheckpointFileName();
   };
-  std::filesystem::copy_file(checkpoint(0), checkpoint(1), std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(checkpoint(0), checkpoint(1),
+                             std::filesystem::copy_options::overwrite_existing);
   auto store = Open();
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   EXPECT_TRUE(Logged("does not match this partition's segments"));
@@ -700,6 +697,56 @@ TEST_F(RecoveryTest, CheckpointOfAnotherPartitionIsIgnored) {
     ASSERT_TRUE(info.ok()) << "s-" << i << ": " << info.status().ToString();
     EXPECT_EQ(info->event_count, static_cast<uint64_t>(i % 3 + 1)) << "s-" << i;
   }
+}
+
+// Batches whose checksums all hold but whose contents break the format's
+// rules: recovery refuses each, naming file and offset.
+TEST_F(RecoveryTest, RecordWhosePositionIsOutOfSequenceIsCorruption) {
+  WriteAndCloseWithoutCheckpoint(3);
+  BatchAt middle = Batches(Segment())[1];
+  PatchBatch(Segment(), middle, [](uint8_t* b) {
+    format::PatchRecord(b + format::kBatchHeaderBytes, 7,
+                        static_cast<int64_t>(format::Get64(b + 16)));
+  });
+  EXPECT_TRUE(OpenRefuses(Segment() + " at offset " +
+                          std::to_string(middle.offset + format::kBatchHeaderBytes) +
+                          ": record position out of sequence"));
+}
+
+TEST_F(RecoveryTest, RecordWhoseLengthsDisagreeIsCorruption) {
+  WriteAndCloseWithoutCheckpoint(3);
+  BatchAt middle = Batches(Segment())[1];
+  PatchBatch(Segment(), middle, [](uint8_t* b) {
+    uint8_t* record = b + format::kBatchHeaderBytes;
+    format::Put32(record + 60, format::Get32(record + 60) + 1);  // payload_len, not the length
+  });
+  EXPECT_TRUE(OpenRefuses("record header has inconsistent lengths"));
+}
+
+TEST_F(RecoveryTest, BatchWithBytesAfterItsRecordsIsCorruption) {
+  {
+    auto store = Open();
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE(
+        (*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "a"), Event("T", "b")}).ok());
+    ASSERT_TRUE((*store)->Append("r-1", ExpectedVersion::Any(), {Event("T", "c")}).ok());
+  }
+  std::filesystem::remove(CheckpointPath());
+  BatchAt first = Batches(Segment())[0];
+  PatchBatch(Segment(), first, [](uint8_t* b) { format::Put32(b + 24, 1); });  // count 2 -> 1
+  EXPECT_TRUE(OpenRefuses(": batch has bytes after its records"));
+}
+
+TEST_F(RecoveryTest, BatchRepeatingThePreviousBatchsPositionIsCorruption) {
+  WriteAndCloseWithoutCheckpoint(3);
+  BatchAt second = Batches(Segment())[1];
+  PatchBatch(Segment(), second, [](uint8_t* b) {
+    format::Put64(b + 8, 1);  // the first batch's position
+    format::PatchRecord(b + format::kBatchHeaderBytes, 1,
+                        static_cast<int64_t>(format::Get64(b + 16)));
+  });
+  EXPECT_TRUE(OpenRefuses(Segment() + " at offset " + std::to_string(second.offset) +
+                          ": batch positions do not increase"));
 }
 
 TEST_F(RecoveryTest, CutOlderSegmentIsCorruption) {

@@ -585,6 +585,53 @@ TEST_F(RecoveryTest, BatchWithFlagsThisBuildDoesNotUnderstandIsRefused) {
                           ": batch has flags this build does not understand"));
 }
 
+// The writer never starts a batch it cannot finish inside its segment: a
+// whole header whose length runs past the end of a full-size file is
+// damage, not a torn write, even at the end of the log.
+TEST_F(RecoveryTest, FinalBatchHeaderRunningPastTheSegmentIsCorruption) {
+  WriteAndCloseWithoutCheckpoint(3);
+  BatchAt last = Batches(Segment()).back();
+  const uint64_t end = last.offset + last.length;
+  format::BatchHeader h;
+  h.length = static_cast<uint32_t>(2 * options_.segment_size_bytes);
+  h.first_position = 4;
+  h.count = 1;
+  std::string header(format::kBatchHeaderBytes, '\0');
+  format::EncodeBatchHeader(h, reinterpret_cast<uint8_t*>(header.data()));
+  Overwrite(Segment(), end, header);
+  EXPECT_TRUE(OpenRefuses(Segment() + " at offset " + std::to_string(end) +
+                          ": batch runs past the end of the file"));
+}
+
+// Rewrites the record of the single-event batch at `at` with `patch`, and
+// gives it and its batch valid checksums again.
+void PatchOnlyRecord(const std::string& path, BatchAt at, const std::function<void(uint8_t*)>& patch) {
+  PatchBatch(path, at, [&](uint8_t* b) {
+    uint8_t* record = b + format::kBatchHeaderBytes;
+    patch(record);
+    format::PatchRecord(record, format::Get64(record + 16), static_cast<int64_t>(format::Get64(record + 24)));
+  });
+}
+
+// Each event must continue its stream: a first event that points back, or
+// a second start of a stream the log already holds, is damage.
+TEST_F(RecoveryTest, FirstEventOfAStreamThatPointsBackIsCorruption) {
+  WriteAndCloseWithoutCheckpoint(3);
+  BatchAt first = Batches(Segment())[0];
+  PatchOnlyRecord(Segment(), first, [](uint8_t* r) { format::Put64(r + 32, format::kSegmentHeaderBytes); });
+  EXPECT_TRUE(OpenRefuses("event of stream 'r-1' at version 0 does not follow the stream's head"));
+}
+
+TEST_F(RecoveryTest, StreamStartedTwiceIsCorruption) {
+  WriteAndCloseWithoutCheckpoint(3);
+  BatchAt second = Batches(Segment())[1];
+  PatchOnlyRecord(Segment(), second, [](uint8_t* r) {
+    format::Put64(r + 8, 0);                    // version
+    format::Put64(r + 32, format::kNoLocation);  // prev_location
+  });
+  EXPECT_TRUE(OpenRefuses("event of stream 'r-1' at version 0 does not follow the stream's head"));
+}
+
 // A crash after a roll, with the next segment already made, leaves two
 // empty segments after the last one with data: one is kept for the next
 // roll, the other removed, and the store goes on as before.

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -426,6 +427,37 @@ TEST_F(SealedTest, SealedFileIsCheckedAgainstWhereItLiesAndTheManifest) {
   ASSERT_FALSE(resized.ok());
   EXPECT_TRUE(Contains(resized.status(), Path() + ": segment size differs from the store's manifest"))
       << resized.status().ToString();
+}
+
+// Footers whose checksum holds but whose fields cannot describe the file
+// (a sealing with a bug, or a crafted file) fail the open, naming the file.
+TEST_F(SealedTest, FooterWhoseFieldsDisagreeFailsOpen) {
+  ASSERT_TRUE(Seal(SmallBlocks()).ok());
+  const std::string sealed_bytes = ReadFile(Path());
+  const uint64_t footer_at = sealed_bytes.size() - format::kSealedFooterBytes;
+  constexpr size_t kBlockCount = 12, kMapOffset = 16, kDataEnd = 24, kChecksum = 56;
+  auto open_with = [&](const std::function<void(uint8_t*)>& patch) {
+    std::string bytes = sealed_bytes;
+    uint8_t* footer = reinterpret_cast<uint8_t*>(bytes.data()) + footer_at;
+    patch(footer);
+    format::Put64(footer + kChecksum, format::Checksum(footer, kChecksum));
+    WriteFile(Path(), bytes);
+    return Open(&cache_);
+  };
+  auto past = open_with([](uint8_t* f) { format::Put64(f + kDataEnd, Expected().segment_bytes + 1); });
+  ASSERT_FALSE(past.ok());
+  EXPECT_TRUE(Contains(past.status(), Path())) << past.status().ToString();
+  EXPECT_TRUE(Contains(past.status(), "lies outside the segment")) << past.status().ToString();
+
+  // No blocks, and no map: the file is consistent except that the log it
+  // claims to hold has nowhere to be.
+  auto empty = open_with([&](uint8_t* f) {
+    format::Put32(f + kBlockCount, 0);
+    format::Put64(f + kMapOffset, footer_at);
+  });
+  ASSERT_FALSE(empty.ok());
+  EXPECT_TRUE(Contains(empty.status(), "0 blocks cannot hold the log up to " + std::to_string(DataEnd())))
+      << empty.status().ToString();
 }
 
 TEST_F(SealedTest, DamagedBlockMapFailsOnFirstUse) {

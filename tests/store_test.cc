@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <set>
 #include <thread>
 
@@ -351,6 +352,33 @@ TEST_F(StoreTest, ReopenKeepsEverythingWithAndWithoutCheckpoint) {
   auto r = Append("re-0", ExpectedVersion::Exact(15), 1);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->first_position.get(), before->back().position.get() + 1);
+}
+
+// Every partition recovers on a thread of its own and logs when done; a
+// sink written without a lock (as a test's vector is) must never be
+// entered twice at once. The sink lingers so that overlapping calls meet.
+TEST(StoreLogTest, SinkIsCalledOneLineAtATime) {
+  TempDir dir("store-log");
+  Options o = SmallOptions();
+  o.partitions = 8;
+  std::atomic<int> inside{0};
+  std::atomic<int> overlaps{0};
+  std::vector<std::string> lines;
+  o.log = [&](const std::string& line) {
+    if (inside.fetch_add(1) != 0) overlaps.fetch_add(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    lines.push_back(line);
+    inside.fetch_sub(1);
+  };
+  for (int open = 0; open < 2; ++open) {
+    auto store = Store::Open(dir.path(), o);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->Close().ok());
+  }
+  EXPECT_EQ(overlaps.load(), 0);
+  size_t recovered = 0;
+  for (const std::string& line : lines) recovered += line.find("recovered") != std::string::npos;
+  EXPECT_EQ(recovered, 16u);
 }
 
 TEST_F(StoreTest, SecondOpenOfTheSameDirectoryIsRefused) {

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "annal/state.h"
+#include "log_sink.h"
 #include "snapshot_store.h"
 
 namespace annal {
@@ -46,7 +47,8 @@ struct Walked {
 class StateEngineImpl final : public StateEngine {
  public:
   StateEngineImpl(Store* store, StateOptions options) : store_(store), options_(std::move(options)) {
-    if (!options_.log) options_.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+    // Loads on the callers' threads and the taker log side by side.
+    options_.log = OneLineAtATime(std::move(options_.log), "");
   }
   ~StateEngineImpl() override { Close(); }
 

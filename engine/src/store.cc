@@ -21,6 +21,7 @@
 #include "format.h"
 #include "block_cache.h"
 #include "fs.h"
+#include "log_sink.h"
 #include "partition.h"
 #include "sequencer.h"
 
@@ -68,7 +69,8 @@ Status ValidateOptions(const Options& o) {
 class StoreImpl final : public Store {
  public:
   StoreImpl(std::string dir, Options options) : dir_(std::move(dir)), options_(std::move(options)) {
-    if (!options_.log) options_.log = [](const std::string& l) { std::fprintf(stderr, "annal: %s\n", l.c_str()); };
+    // Partitions recover, seal and fail on threads of their own.
+    options_.log = OneLineAtATime(std::move(options_.log), "annal: ");
     if (!options_.env) options_.env = Env::Default();
   }
   ~StoreImpl() override { (void)Close(); }

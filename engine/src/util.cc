@@ -9,11 +9,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <random>
 
 #include "annal/assert.h"
 #include "annal/status.h"
 #include "annal/types.h"
+#include "log_sink.h"
 
 namespace annal {
 
@@ -117,6 +120,14 @@ std::string FormatTimestamp(int64_t ns_since_epoch) {
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 ns_part / 1000);
   return buf;
+}
+
+LogSink OneLineAtATime(LogSink sink, const char* stderr_prefix) {
+  if (!sink) sink = [stderr_prefix](const std::string& line) { std::fprintf(stderr, "%s%s\n", stderr_prefix, line.c_str()); };
+  return [sink = std::move(sink), mu = std::make_shared<std::mutex>()](const std::string& line) {
+    std::lock_guard<std::mutex> lock(*mu);
+    sink(line);
+  };
 }
 
 }  // namespace annal

@@ -78,7 +78,8 @@ struct Options {
   Env* env = nullptr;
 
   // Receives one line for each notable event (open, recovery decisions,
-  // fail-stop). Defaults to stderr. Called from engine threads.
+  // fail-stop). Defaults to stderr. Called from engine threads, one call
+  // at a time: the sink needs no lock of its own.
   std::function<void(const std::string&)> log;
 };
 

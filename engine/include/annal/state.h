@@ -148,7 +148,8 @@ struct StateOptions {
   // Events the taker reads from the log at a time.
   uint32_t scan_batch = 1000;
   // One line per notable event (snapshot store unusable, a snapshot that
-  // failed its checksum, a reducer error). Defaults to stderr.
+  // failed its checksum, a reducer error). Defaults to stderr. Called from
+  // the taker and from loads, one call at a time.
   std::function<void(const std::string&)> log;
 };
 

@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <mutex>
 #include <random>
 
@@ -124,8 +123,11 @@ std::string FormatTimestamp(int64_t ns_since_epoch) {
 
 LogSink OneLineAtATime(LogSink sink, const char* stderr_prefix) {
   if (!sink) sink = [stderr_prefix](const std::string& line) { std::fprintf(stderr, "%s%s\n", stderr_prefix, line.c_str()); };
-  return [sink = std::move(sink), mu = std::make_shared<std::mutex>()](const std::string& line) {
-    std::lock_guard<std::mutex> lock(*mu);
+  // One lock for the process: a sink may serve several stores and state
+  // engines at once (annald hands one to both).
+  static std::mutex mu;
+  return [sink = std::move(sink)](const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu);
     sink(line);
   };
 }

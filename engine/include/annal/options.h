@@ -79,7 +79,8 @@ struct Options {
 
   // Receives one line for each notable event (open, recovery decisions,
   // fail-stop). Defaults to stderr. Called from engine threads, one call
-  // at a time: the sink needs no lock of its own.
+  // at a time across every store and state engine in the process: a sink,
+  // even one shared between them, needs no lock of its own.
   std::function<void(const std::string&)> log;
 };
 

@@ -149,7 +149,8 @@ struct StateOptions {
   uint32_t scan_batch = 1000;
   // One line per notable event (snapshot store unusable, a snapshot that
   // failed its checksum, a reducer error). Defaults to stderr. Called from
-  // the taker and from loads, one call at a time.
+  // the taker and from loads, one call at a time across every store and
+  // state engine in the process (Options::log).
   std::function<void(const std::string&)> log;
 };
 
